@@ -1,0 +1,94 @@
+package iptables
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// Runner is the seam between the backend and the iptables binaries; tests replace it.
+type Runner interface {
+	// Restore feeds data to iptables-restore --noflush: each table is one transaction.
+	Restore(data []byte) error
+	// Save returns iptables-save's output for one table.
+	Save(table string) ([]byte, error)
+	// Run runs the iptables command with the given arguments.
+	Run(args ...string) error
+}
+
+// execRunner runs the real binaries of one family.
+type execRunner struct {
+	iptables, restore, save string
+}
+
+// NewRunner returns a Runner for the family's binaries (iptables or ip6tables).
+func NewRunner(f model.Family) Runner {
+	if f == model.IPv6 {
+		return &execRunner{iptables: "ip6tables", restore: "ip6tables-restore", save: "ip6tables-save"}
+	}
+	return &execRunner{iptables: "iptables", restore: "iptables-restore", save: "iptables-save"}
+}
+
+func (r *execRunner) Restore(data []byte) error {
+	cmd := exec.Command(r.restore, "-w", "5", "--noflush", "--counters")
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s%s", r.restore, err, strings.TrimSpace(string(out)), restoreErrorContext(out, data))
+	}
+	return nil
+}
+
+func (r *execRunner) Save(table string) ([]byte, error) {
+	out, err := exec.Command(r.save, "-t", table).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s -t %s: %w", r.save, table, err)
+	}
+	return out, nil
+}
+
+func (r *execRunner) Run(args ...string) error {
+	out, err := exec.Command(r.iptables, append([]string{"-w", "5"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", r.iptables, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// restoreErrorContext quotes the input line iptables-restore complains about
+// ("line 42 failed"), so the log says which rule was refused.
+func restoreErrorContext(out, data []byte) string {
+	var n int
+	idx := bytes.Index(out, []byte("line "))
+	if idx < 0 {
+		return ""
+	}
+	if _, err := fmt.Sscanf(string(out[idx:]), "line %d", &n); err != nil || n <= 0 {
+		return ""
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for i := 1; sc.Scan(); i++ {
+		if i == n {
+			return fmt.Sprintf(" (input line %d: %s)", n, sc.Text())
+		}
+	}
+	return ""
+}
+
+// chainsIn lists the chain names that iptables-save output declares.
+func chainsIn(save []byte) []string {
+	var out []string
+	for _, line := range bytes.Split(save, []byte("\n")) {
+		if len(line) > 1 && line[0] == ':' {
+			if f := bytes.Fields(line[1:]); len(f) > 0 {
+				out = append(out, string(f[0]))
+			}
+		}
+	}
+	return out
+}

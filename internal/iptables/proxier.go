@@ -1,0 +1,111 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// Proxier programs one IP family's Services into iptables.
+type Proxier struct {
+	params Params
+	runner Runner
+	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
+	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
+	// chains are the per-service nat chains the kernel holds after the last sync.
+	chains map[string]struct{}
+	// LastRuleset is the last ruleset written, for metrics and tests.
+	LastRuleset *Ruleset
+}
+
+// NewProxier returns a Proxier. nodePortIPs may be nil, meaning every local address.
+func NewProxier(p Params, r Runner, nodePortIPs func(node *model.Node) (bool, []netip.Addr)) *Proxier {
+	return &Proxier{params: p, runner: r, nodePorts: nodePortIPs}
+}
+
+// Family is the IP family this proxier programs.
+func (p *Proxier) Family() model.Family { return p.params.Family }
+
+// Sync writes the snapshot into the kernel: in full, or (full=false) only the chains of
+// the Services that changed. On error the caller must make the next sync full.
+func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
+	start := time.Now()
+	params := p.params
+	params.NodeIPs = nil
+	if snap.Node != nil {
+		for _, ip := range snap.Node.Addresses {
+			if model.FamilyOf(ip) == params.Family {
+				params.NodeIPs = append(params.NodeIPs, ip)
+			}
+		}
+	}
+	params.NodePortAll = true
+	if p.nodePorts != nil {
+		all, ips := p.nodePorts(snap.Node)
+		params.NodePortAll, params.NodePortIPs = all, ips
+	}
+	if full {
+		if err := p.setupKernel(); err != nil {
+			return err
+		}
+	}
+	previous := p.chains
+	if full || previous == nil {
+		// Ask the kernel: chains from an earlier run of kproxy must be collected too.
+		save, err := p.runner.Save("nat")
+		if err != nil {
+			return err
+		}
+		previous = map[string]struct{}{}
+		for _, c := range chainsIn(save) {
+			if isServiceChain(c) {
+				previous[c] = struct{}{}
+			}
+		}
+		full = true
+	}
+	rs := Build(BuildInput{Params: params, Snapshot: snap, Full: full, PreviousChains: previous})
+	if err := p.runner.Restore(rs.Data); err != nil {
+		p.chains = nil
+		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
+	}
+	if full {
+		// The chains exist now; the jumps into them can be ensured.
+		if err := ensureJumps(p.runner, jumpRules(params.Family == model.IPv4 && params.LocalhostNodePorts)); err != nil {
+			p.chains = nil
+			return err
+		}
+	}
+	p.chains = rs.ActiveChains
+	p.LastRuleset = rs
+	klog.V(2).InfoS("Synced iptables rules", "family", params.Family, "full", full,
+		"services", len(snap.Services), "natRules", rs.NatRules, "filterRules", rs.FilterRules,
+		"bytes", len(rs.Data), "elapsed", time.Since(start))
+	return nil
+}
+
+// setupKernel prepares what the rules rely on: the canary chains and, for localhost
+// NodePorts, route_localnet (without it the kernel drops 127.0.0.1 after DNAT).
+func (p *Proxier) setupKernel() error {
+	if err := ensureCanaries(p.runner); err != nil {
+		return err
+	}
+	if p.params.Family == model.IPv4 && p.params.LocalhostNodePorts {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+			klog.ErrorS(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")
+		}
+	}
+	return nil
+}
+
+// Flushed reports whether someone removed kproxy's canary chain (iptables -F / -X,
+// a firewall restart): the rules must then be rewritten in full.
+func (p *Proxier) Flushed() bool { return p.chains != nil && !canaryPresent(p.runner) }
+
+// Cleanup removes all of this backend's rules from the kernel.
+func (p *Proxier) Cleanup() error { return Cleanup(p.runner) }

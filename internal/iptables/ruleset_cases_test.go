@@ -1,0 +1,138 @@
+package iptables
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+func clusterIPPort(ns, name string, ip string) *model.ServicePort {
+	return &model.ServicePort{Name: spn(ns, name, "http"), ClusterIPs: []netip.Addr{netip.MustParseAddr(ip)}, Port: 80, Protocol: v1.ProtocolTCP}
+}
+
+func mustContain(t *testing.T, data []byte, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if !strings.Contains(string(data), l+"\n") {
+			t.Errorf("ruleset lacks line %q; ruleset:\n%s", l, data)
+		}
+	}
+}
+
+func mustNotContain(t *testing.T, data []byte, subs ...string) {
+	t.Helper()
+	for _, s := range subs {
+		if strings.Contains(string(data), s) {
+			t.Errorf("ruleset unexpectedly contains %q; ruleset:\n%s", s, data)
+		}
+	}
+}
+
+func TestNoEndpointsRejectEverywhere(t *testing.T) {
+	sp := clusterIPPort("ns", "lb", "172.30.0.41")
+	sp.NodePort = 3001
+	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.168.99.11")}
+	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: nil}), Full: true})
+	mustContain(t, rs.Data,
+		`-A KUBE-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j REJECT`,
+		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 192.168.99.11 --dport 80 -j REJECT`,
+		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j REJECT`,
+		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3001 -j REJECT`,
+	)
+	// No nat chains at all for a Service without endpoints.
+	mustNotContain(t, rs.Data, "KUBE-SVC-", "KUBE-EXT-", "KUBE-SEP-")
+}
+
+func TestNotReadyEndpointsAreNotUsed(t *testing.T) {
+	sp := clusterIPPort("ns", "web", "172.30.0.50")
+	notReady := ep("10.180.0.9", 80, "node2")
+	notReady.Ready, notReady.Serving = false, false
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {notReady}}), Full: true})
+	mustContain(t, rs.Data, `-A KUBE-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp -d 172.30.0.50 --dport 80 -j REJECT`)
+	mustNotContain(t, rs.Data, "10.180.0.9")
+}
+
+func TestEqualShares(t *testing.T) {
+	sp := clusterIPPort("ns", "web", "172.30.0.50")
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {
+		ep("10.0.0.1", 80, "a"), ep("10.0.0.2", 80, "a"), ep("10.0.0.3", 80, "a"), ep("10.0.0.4", 80, "a")}}), Full: true})
+	for _, p := range []string{"0.2500000000", "0.3333333333", "0.5000000000"} {
+		if !strings.Contains(string(rs.Data), "--probability "+p) {
+			t.Errorf("missing probability %s", p)
+		}
+	}
+	if n := strings.Count(string(rs.Data), "--probability"); n != 3 {
+		t.Errorf("%d probabilistic rules, want 3 (the last endpoint's rule is unconditional)", n)
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	sp := clusterIPPort("ns", "sticky", "172.30.0.60")
+	sp.StickyMaxAgeSeconds = 600
+	e := ep("10.180.0.1", 80, "n")
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {e}}), Full: true})
+	sep := endpointChain(sp, e)
+	svc := chainsFor(sp).svc
+	mustContain(t, rs.Data,
+		`-A `+svc+` -m comment --comment "ns/sticky:http -> 10.180.0.1:80" -m recent --name `+sep+` --rcheck --seconds 600 --reap -j `+sep,
+		`-A `+sep+` -m comment --comment ns/sticky:http -m recent --name `+sep+` --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80`,
+	)
+}
+
+func TestSourceRangesFirewall(t *testing.T) {
+	sp := clusterIPPort("ns", "fw", "172.30.0.41")
+	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
+	sp.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}
+	sp.NodePort = 3001
+	params := referenceParams()
+	params.NodeIPs = []netip.Addr{netip.MustParseAddr("192.168.0.2")}
+	rs := Build(BuildInput{Params: params, Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.180.0.1", 80, "n")}}), Full: true})
+	c := chainsFor(sp)
+	mustContain(t, rs.Data,
+		`-A KUBE-SERVICES -m comment --comment "ns/fw:http loadbalancer IP" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j `+c.fw,
+		`-A `+c.fw+` -m comment --comment "ns/fw:http loadbalancer IP" -s 192.168.0.0/24 -j `+c.ext,
+		// The node IP 192.168.0.2 is inside the range, so the LB IP is admitted as a source.
+		`-A `+c.fw+` -m comment --comment "ns/fw:http loadbalancer IP" -s 1.2.3.4 -j `+c.ext,
+		`-A KUBE-PROXY-FIREWALL -m comment --comment "ns/fw:http traffic not accepted by `+c.fw+`" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j DROP`,
+	)
+}
+
+func TestInternalPolicyLocalWithoutLocalEndpointsDrops(t *testing.T) {
+	sp := clusterIPPort("ns", "itp", "172.30.1.1")
+	sp.InternalPolicyLocal = true
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.0.1.3", 80, "node2")}}), Full: true})
+	mustContain(t, rs.Data, `-A KUBE-SERVICES -m comment --comment "ns/itp:http has no local endpoints" -m tcp -p tcp -d 172.30.1.1 --dport 80 -j DROP`)
+	if rs.NoLocalEndpoints["internal"] != 1 {
+		t.Errorf("no-local-endpoints internal = %d, want 1", rs.NoLocalEndpoints["internal"])
+	}
+}
+
+func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
+	a := clusterIPPort("ns", "a", "172.30.0.1")
+	b := clusterIPPort("ns", "b", "172.30.0.2")
+	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{a: {ep("10.1.0.1", 80, "n")}, b: {ep("10.1.0.2", 80, "n")}})
+	first := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
+
+	// Only b changes: its endpoint moves.
+	snap.Endpoints[b.Name] = []*model.Endpoint{ep("10.1.0.3", 80, "n")}
+	snap.Changed = map[types.NamespacedName]struct{}{b.Name.NamespacedName: {}}
+	second := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: false, PreviousChains: first.ActiveChains})
+
+	mustContain(t, second.Data,
+		// KUBE-SERVICES is always rewritten, with both Services.
+		`-A KUBE-SERVICES -m comment --comment "ns/a:http cluster IP" -m tcp -p tcp -d 172.30.0.1 --dport 80 -j `+chainsFor(a).svc,
+		":"+chainsFor(b).svc+" - [0:0]",
+		"-X "+endpointChain(b, ep("10.1.0.2", 80, "n")),
+	)
+	// a's chains are neither declared (which would flush them) nor deleted.
+	mustNotContain(t, second.Data, ":"+chainsFor(a).svc, "-A "+chainsFor(a).svc, "-X "+chainsFor(a).svc)
+	if _, ok := second.ActiveChains[chainsFor(a).svc]; !ok {
+		t.Errorf("unchanged Service's chain missing from the active set")
+	}
+}

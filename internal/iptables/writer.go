@@ -1,0 +1,52 @@
+package iptables
+
+import (
+	"bytes"
+	"strings"
+)
+
+// lines accumulates iptables-restore input and counts the rules written.
+type lines struct {
+	buf   bytes.Buffer
+	rules int
+}
+
+// chain declares a chain: in iptables-restore --noflush this creates or flushes it.
+func (l *lines) chain(name string) {
+	l.buf.WriteString(":")
+	l.buf.WriteString(name)
+	l.buf.WriteString(" - [0:0]\n")
+}
+
+// rule writes one rule from its words; words holding blanks are quoted.
+func (l *lines) rule(words ...string) {
+	for i, w := range words {
+		if i > 0 {
+			l.buf.WriteByte(' ')
+		}
+		l.buf.WriteString(w)
+	}
+	l.buf.WriteByte('\n')
+	l.rules++
+}
+
+// comment returns the arguments of an iptables comment match, quoting like upstream.
+func comment(text string) []string {
+	if strings.ContainsAny(text, " \t") {
+		text = `"` + text + `"`
+	}
+	return []string{"-m", "comment", "--comment", text}
+}
+
+// join flattens word groups into one argument list.
+func join(groups ...[]string) []string {
+	n := 0
+	for _, g := range groups {
+		n += len(g)
+	}
+	out := make([]string, 0, n)
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	return out
+}

@@ -1,0 +1,145 @@
+package model
+
+import (
+	"net/netip"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+func service(name, ip string, ports ...v1.ServicePort) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec:       v1.ServiceSpec{ClusterIP: ip, ClusterIPs: []string{ip}, Ports: ports, Type: v1.ServiceTypeClusterIP},
+	}
+}
+
+func slice(name, svc string, port int32, eps ...discovery.Endpoint) *discovery.EndpointSlice {
+	return &discovery.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{discovery.LabelServiceName: svc}},
+		AddressType: discovery.AddressTypeIPv4,
+		Ports:       []discovery.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(v1.ProtocolTCP)}},
+		Endpoints:   eps,
+	}
+}
+
+func endpoint(ip, node string, ready bool) discovery.Endpoint {
+	return discovery.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node), Conditions: discovery.EndpointConditions{Ready: ptr.To(ready)}}
+}
+
+func TestTrackerMergesSlicesAndTracksChanges(t *testing.T) {
+	tr := NewTracker("node1", nil)
+	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
+	tr.OnServiceUpsert(service("other", "10.96.0.11", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
+	tr.OnEndpointSliceUpsert(slice("web-a", "web", 8080, endpoint("10.244.1.2", "node1", true), endpoint("10.244.2.2", "node2", true)))
+	// The same endpoint in a second slice counts once.
+	tr.OnEndpointSliceUpsert(slice("web-b", "web", 8080, endpoint("10.244.2.2", "node2", true), endpoint("10.244.1.3", "node1", true)))
+	s := tr.Snapshot()
+	name := ServicePortName{NamespacedName: types.NamespacedName{Namespace: "default", Name: "web"}, Port: "http", Protocol: v1.ProtocolTCP}
+	eps := s.Endpoints[name]
+	if len(eps) != 3 {
+		t.Fatalf("got %d endpoints, want 3: %v", len(eps), eps)
+	}
+	if eps[0].String() != "10.244.1.2:8080" || !eps[0].IsLocal || eps[2].IsLocal {
+		t.Errorf("endpoints not sorted or locality wrong: %v", eps)
+	}
+	if len(s.Changed) != 2 {
+		t.Errorf("changed = %v, want both Services", s.Changed)
+	}
+
+	// Deleting one slice marks only its Service changed, and keeps the other slice's endpoints.
+	tr.OnEndpointSliceDelete("default", "web-a")
+	s = tr.Snapshot()
+	if _, ok := s.Changed[name.NamespacedName]; !ok || len(s.Changed) != 1 {
+		t.Errorf("changed = %v, want only default/web", s.Changed)
+	}
+	if got := len(s.Endpoints[name]); got != 2 {
+		t.Errorf("after deleting a slice: %d endpoints, want 2", got)
+	}
+	if len(s.PreviousEndpoints[name]) != 3 {
+		t.Errorf("previous endpoints = %d, want 3", len(s.PreviousEndpoints[name]))
+	}
+
+	tr.OnServiceDelete("default", "web")
+	s = tr.Snapshot()
+	if _, ok := s.Services[name]; ok {
+		t.Errorf("deleted Service still in the snapshot")
+	}
+	if len(s.PreviousPorts[name.NamespacedName]) != 1 {
+		t.Errorf("deleted Service's previous ports missing")
+	}
+}
+
+func TestHeadlessAndExternalNameGetNoPorts(t *testing.T) {
+	headless := service("h", "None", v1.ServicePort{Port: 80})
+	if got := ServicePorts(headless); got != nil {
+		t.Errorf("headless: %v", got)
+	}
+	en := service("e", "", v1.ServicePort{Port: 80})
+	en.Spec.Type = v1.ServiceTypeExternalName
+	if got := ServicePorts(en); got != nil {
+		t.Errorf("ExternalName: %v", got)
+	}
+}
+
+func TestServicePortsLoadBalancerIPMode(t *testing.T) {
+	svc := service("lb", "10.96.0.5", v1.ServicePort{Port: 80, NodePort: 30080})
+	svc.Spec.Type = v1.ServiceTypeLoadBalancer
+	svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{
+		{IP: "192.168.60.10"},
+		{IP: "192.168.60.11", IPMode: ptr.To(v1.LoadBalancerIPModeProxy)},
+		{IP: "192.168.60.12", IPMode: ptr.To(v1.LoadBalancerIPModeVIP)},
+	}
+	svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+	ps := ServicePorts(svc)
+	if len(ps) != 1 {
+		t.Fatalf("ports: %v", ps)
+	}
+	p := ps[0]
+	want := []netip.Addr{netip.MustParseAddr("192.168.60.10"), netip.MustParseAddr("192.168.60.12")}
+	if len(p.LoadBalancerIPs) != 2 || p.LoadBalancerIPs[0] != want[0] || p.LoadBalancerIPs[1] != want[1] {
+		t.Errorf("LB IPs = %v, want %v (ipMode Proxy excluded)", p.LoadBalancerIPs, want)
+	}
+	if p.NodePort != 30080 || p.StickyMaxAgeSeconds != 10800 || p.Protocol != v1.ProtocolTCP {
+		t.Errorf("port = %+v", p)
+	}
+}
+
+func TestParseAddrToleratesLeadingZeros(t *testing.T) {
+	ip, err := ParseAddr(" 172.30.0.041 ")
+	if err != nil || ip.String() != "172.30.0.41" {
+		t.Errorf("ParseAddr = %v, %v", ip, err)
+	}
+	if _, err := ParseAddr("300.1.1.1"); err == nil {
+		t.Errorf("300.1.1.1 parsed")
+	}
+}
+
+func TestCategorizeTerminatingFallback(t *testing.T) {
+	sp := &ServicePort{Port: 80}
+	mk := func(ip string, ready, serving, terminating, local bool) *Endpoint {
+		return &Endpoint{IP: netip.MustParseAddr(ip), Port: 80, Ready: ready, Serving: serving, Terminating: terminating, IsLocal: local}
+	}
+	// No ready endpoint: serving-and-terminating ones are used, not-serving never.
+	eps := []*Endpoint{mk("10.0.0.1", false, true, true, false), mk("10.0.0.2", false, false, true, false)}
+	s := CategorizeEndpoints(eps, sp, nil)
+	if len(s.Cluster) != 1 || s.Cluster[0].IP.String() != "10.0.0.1" || !s.HasAny {
+		t.Errorf("cluster = %v", s.Cluster)
+	}
+	// With a ready endpoint, terminating ones are not used.
+	eps = append(eps, mk("10.0.0.3", true, true, false, false))
+	s = CategorizeEndpoints(eps, sp, nil)
+	if len(s.Cluster) != 1 || s.Cluster[0].IP.String() != "10.0.0.3" {
+		t.Errorf("cluster = %v", s.Cluster)
+	}
+	// internalTrafficPolicy Local with only remote endpoints: none local, but HasAny.
+	sp.InternalPolicyLocal = true
+	s = CategorizeEndpoints(eps, sp, nil)
+	if len(s.Local) != 0 || !s.HasAny || s.Cluster != nil {
+		t.Errorf("local = %v, hasAny = %v, cluster = %v", s.Local, s.HasAny, s.Cluster)
+	}
+}
