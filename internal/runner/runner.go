@@ -1,0 +1,131 @@
+// Package runner schedules the proxy's sync function: runs are rate limited to one
+// per minInterval, bursts of triggers collapse into a single run, failed runs are
+// retried, and a run happens at least once per maxInterval even when nothing changed.
+package runner
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Runner calls one function on a schedule bounded by three intervals. All runs
+// happen on the goroutine that called Run, so the function never overlaps itself.
+type Runner struct {
+	name          string
+	fn            func() error
+	minInterval   time.Duration
+	retryInterval time.Duration
+	maxInterval   time.Duration
+
+	// triggers holds at most one pending request: a Trigger that finds it full is
+	// already covered by the run that request will cause.
+	triggers chan struct{}
+	// running serialises Run calls so a second Run cannot start fn concurrently.
+	running sync.Mutex
+}
+
+// never stands in for a disabled interval: far enough away that it never fires.
+const never = 100 * 365 * 24 * time.Hour
+
+// New returns a Runner that calls fn:
+//   - once as soon as Run starts;
+//   - whenever Trigger is called, but never within minInterval of the end of the
+//     previous run: triggers in between are coalesced into one run at the earliest
+//     allowed time;
+//   - retryInterval after a run that returned an error (sooner if triggered);
+//   - at least every maxInterval.
+//
+// A retryInterval or maxInterval <= 0 disables that timer. The min interval is
+// measured from the end of one run to the start of the next, so a sync that takes
+// longer than minInterval still leaves the machine minInterval of quiet.
+func New(name string, fn func() error, minInterval, retryInterval, maxInterval time.Duration) *Runner {
+	if retryInterval <= 0 {
+		retryInterval = never
+	}
+	if maxInterval <= 0 {
+		maxInterval = never
+	}
+	return &Runner{
+		name:          name,
+		fn:            fn,
+		minInterval:   max(minInterval, 0),
+		retryInterval: retryInterval,
+		maxInterval:   maxInterval,
+		triggers:      make(chan struct{}, 1),
+	}
+}
+
+// Trigger asks for a run as soon as minInterval allows. It never blocks and may be
+// called from any goroutine, before or while Run is running.
+func (r *Runner) Trigger() {
+	select {
+	case r.triggers <- struct{}{}:
+	default:
+	}
+}
+
+// Run calls fn according to the schedule until ctx ends. It blocks; a run in
+// progress when ctx ends is allowed to finish.
+func (r *Runner) Run(ctx context.Context) {
+	r.running.Lock()
+	defer r.running.Unlock()
+
+	timer := time.NewTimer(0) // the first run happens at once
+	defer timer.Stop()
+	due := time.Now()
+	var lastEnd time.Time // zero until the first run: no min interval to respect yet
+
+	for {
+		select {
+		case <-ctx.Done():
+			klog.V(2).InfoS("Runner stopped", "runner", r.name)
+			return
+
+		case <-r.triggers:
+			earliest := lastEnd.Add(r.minInterval)
+			if now := time.Now(); earliest.Before(now) {
+				earliest = now
+			}
+			if earliest.Before(due) {
+				due = earliest
+				timer.Reset(time.Until(due))
+			}
+
+		case <-timer.C:
+			// A trigger that arrived before this run starts is served by it.
+			select {
+			case <-r.triggers:
+			default:
+			}
+			err := r.runOnce()
+			lastEnd = time.Now()
+			wait := r.maxInterval
+			if err != nil {
+				wait = min(wait, r.retryInterval)
+			}
+			wait = max(wait, r.minInterval)
+			due = lastEnd.Add(wait)
+			timer.Reset(wait)
+		}
+	}
+}
+
+// runOnce calls fn and logs how it went.
+func (r *Runner) runOnce() error {
+	start := time.Now()
+	err := r.fn()
+	elapsed := time.Since(start)
+	if err != nil {
+		if r.retryInterval < never {
+			klog.ErrorS(err, "Run failed, will retry", "runner", r.name, "elapsed", elapsed, "retryIn", r.retryInterval)
+		} else {
+			klog.ErrorS(err, "Run failed, will run again when triggered", "runner", r.name, "elapsed", elapsed)
+		}
+		return err
+	}
+	klog.V(4).InfoS("Run finished", "runner", r.name, "elapsed", elapsed)
+	return nil
+}
