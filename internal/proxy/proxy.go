@@ -1,0 +1,183 @@
+// Package proxy is kproxy's sync loop: it owns the model tracker that sources feed,
+// and turns each batch of changes into one sync of every backend (one per IP family),
+// followed by conntrack cleanup. It knows nothing of how a backend programs the kernel.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/conntrack"
+	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/runner"
+)
+
+// Backend programs one IP family's Services into the kernel.
+type Backend interface {
+	Family() model.Family
+	// Sync writes the snapshot: all of it when full, else what changed.
+	Sync(snap *model.Snapshot, full bool) error
+	// Flushed reports that the backend's rules were removed behind its back.
+	Flushed() bool
+}
+
+// ConntrackCleaner deletes stale conntrack entries; *conntrack.Cleaner is one.
+type ConntrackCleaner interface {
+	Clean(f model.Family, targets []conntrack.Target) (int, error)
+}
+
+// Options configure the loop.
+type Options struct {
+	// MinSyncPeriod is the least time between two syncs; SyncPeriod is the interval of
+	// full resyncs (and of retries after a failure).
+	MinSyncPeriod, SyncPeriod time.Duration
+	// FlushCheckInterval is how often backends are asked whether they were flushed.
+	FlushCheckInterval time.Duration
+	Conntrack          ConntrackCleaner
+	// AfterSync, if set, is called after each successful sync (health, metrics).
+	AfterSync func(snap *model.Snapshot, full bool, took time.Duration)
+}
+
+// Proxy runs the sync loop.
+type Proxy struct {
+	opts     Options
+	tracker  *model.Tracker
+	backends []Backend
+	runner   *runner.Runner
+
+	// Sync-loop state: only the runner's goroutine touches these.
+	needFull bool
+	lastFull time.Time
+
+	mu        sync.Mutex
+	queuedAt  time.Time // first change not yet synced (zero when none)
+	syncedAt  time.Time // last successful sync
+	forceFull bool      // a backend was flushed: the next sync is full
+}
+
+// New returns the loop for the node named nodeName.
+func New(nodeName string, backends []Backend, opts Options) *Proxy {
+	p := &Proxy{opts: opts, backends: backends, needFull: true}
+	p.tracker = model.NewTracker(nodeName, p.queue)
+	p.runner = runner.New("sync", p.sync, opts.MinSyncPeriod, opts.SyncPeriod, opts.SyncPeriod)
+	return p
+}
+
+// Handler is what sources feed.
+func (p *Proxy) Handler() model.Handler { return p.tracker }
+
+func (p *Proxy) queue() {
+	p.mu.Lock()
+	if p.queuedAt.IsZero() {
+		p.queuedAt = time.Now()
+	}
+	p.mu.Unlock()
+	p.runner.Trigger()
+}
+
+// Status reports when a change was first queued without being synced yet (zero if
+// none) and when the last successful sync finished, for health checks.
+func (p *Proxy) Status() (queuedAt, syncedAt time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queuedAt, p.syncedAt
+}
+
+// Run runs the loop until ctx ends. Rules stay in the kernel when it returns.
+func (p *Proxy) Run(ctx context.Context) {
+	if p.opts.FlushCheckInterval > 0 {
+		go p.watchFlushes(ctx)
+	}
+	p.runner.Run(ctx)
+}
+
+func (p *Proxy) watchFlushes(ctx context.Context) {
+	t := time.NewTicker(p.opts.FlushCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, b := range p.backends {
+			if b.Flushed() {
+				klog.InfoS("Rules were flushed behind kproxy's back; restoring them", "family", b.Family())
+				p.mu.Lock()
+				p.forceFull = true
+				p.mu.Unlock()
+				p.queue()
+				break
+			}
+		}
+	}
+}
+
+func (p *Proxy) sync() error {
+	if !p.tracker.Synced() {
+		// Never program a partial view: a restart must not drop rules the source has
+		// not delivered yet.
+		return nil
+	}
+	p.mu.Lock()
+	queuedAt := p.queuedAt
+	p.queuedAt = time.Time{}
+	if p.forceFull {
+		p.needFull, p.forceFull = true, false
+	}
+	p.mu.Unlock()
+
+	start := time.Now()
+	snap := p.tracker.Snapshot()
+	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= p.opts.SyncPeriod
+	var errs []error
+	for _, b := range p.backends {
+		if err := b.Sync(snap, full); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		klog.ErrorS(err, "Sync failed; the next sync rewrites every rule", "full", full)
+		p.needFull = true
+		p.tracker.MarkAllChanged()
+		p.mu.Lock()
+		if p.queuedAt.IsZero() || (!queuedAt.IsZero() && queuedAt.Before(p.queuedAt)) {
+			p.queuedAt = queuedAt
+		}
+		p.mu.Unlock()
+		return err
+	}
+	if full {
+		p.needFull, p.lastFull = false, start
+	}
+	p.cleanConntrack(snap)
+	took := time.Since(start)
+	p.mu.Lock()
+	p.syncedAt = time.Now()
+	p.mu.Unlock()
+	if p.opts.AfterSync != nil {
+		p.opts.AfterSync(snap, full, took)
+	}
+	return nil
+}
+
+func (p *Proxy) cleanConntrack(snap *model.Snapshot) {
+	if p.opts.Conntrack == nil {
+		return
+	}
+	for _, b := range p.backends {
+		targets := StaleFlows(snap, b.Family())
+		if len(targets) == 0 {
+			continue
+		}
+		n, err := p.opts.Conntrack.Clean(b.Family(), targets)
+		if err != nil {
+			klog.ErrorS(err, "Conntrack cleanup failed", "family", b.Family())
+		}
+		klog.V(2).InfoS("Deleted stale conntrack entries", "family", b.Family(), "entries", n, "targets", len(targets))
+	}
+}

@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/kproxy/kproxy/internal/conntrack"
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// StaleFlows lists the conntrack entries a sync made stale, for the connectionless
+// protocols (UDP, SCTP): a datagram flow keeps its DNAT target for as long as its entry
+// lives, so a client sending from a fixed port would keep reaching a dead endpoint.
+// For each changed port: flows to addresses it still serves keep only the endpoints
+// still reachable; flows to addresses (or a NodePort) it no longer serves go entirely.
+func StaleFlows(snap *model.Snapshot, f model.Family) []conntrack.Target {
+	var out []conntrack.Target
+	for nn := range snap.Changed {
+		current := map[model.ServicePortName]*model.ServicePort{}
+		for _, sp := range snap.PortsByService[nn] {
+			current[sp.Name] = sp
+		}
+		for _, old := range snap.PreviousPorts[nn] {
+			proto, ok := ipProto(old.Protocol)
+			if !ok {
+				continue
+			}
+			oldIPs := serviceIPs(old, f)
+			sp := current[old.Name]
+			var keep map[netip.AddrPort]struct{}
+			var kept, gone []netip.Addr
+			if sp != nil && sp.Port == old.Port {
+				keep = reachable(snap, sp, f)
+				newIPs := map[netip.Addr]bool{}
+				for _, ip := range serviceIPs(sp, f) {
+					newIPs[ip] = true
+				}
+				for _, ip := range oldIPs {
+					if newIPs[ip] {
+						kept = append(kept, ip)
+					} else {
+						gone = append(gone, ip)
+					}
+				}
+			} else {
+				gone = oldIPs
+			}
+			if len(kept) > 0 {
+				out = append(out, conntrack.Target{Protocol: proto, ServiceIPs: kept, Port: uint16(old.Port), Keep: keep})
+			}
+			if len(gone) > 0 {
+				out = append(out, conntrack.Target{Protocol: proto, ServiceIPs: gone, Port: uint16(old.Port)})
+			}
+			if old.NodePort != 0 {
+				switch {
+				case sp == nil || sp.NodePort != old.NodePort:
+					out = append(out, conntrack.Target{Protocol: proto, NodePort: uint16(old.NodePort)})
+				case len(keep) > 0:
+					// Like upstream, NodePort flows are cleaned only while the Service
+					// still has an endpoint to send them to.
+					out = append(out, conntrack.Target{Protocol: proto, NodePort: uint16(old.NodePort), Keep: keep})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func ipProto(p v1.Protocol) (uint8, bool) {
+	switch p {
+	case v1.ProtocolUDP:
+		return unix.IPPROTO_UDP, true
+	case v1.ProtocolSCTP:
+		return unix.IPPROTO_SCTP, true
+	}
+	return 0, false
+}
+
+func serviceIPs(sp *model.ServicePort, f model.Family) []netip.Addr {
+	var out []netip.Addr
+	if ip, ok := sp.ClusterIP(f); ok {
+		out = append(out, ip)
+	}
+	for _, list := range [][]netip.Addr{sp.ExternalIPs, sp.LoadBalancerIPs} {
+		for _, ip := range list {
+			if model.FamilyOf(ip) == f {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out
+}
+
+// reachable is the set of endpoints traffic to the port may now be sent to.
+func reachable(snap *model.Snapshot, sp *model.ServicePort, f model.Family) map[netip.AddrPort]struct{} {
+	sets := model.CategorizeEndpoints(snap.Endpoints[sp.Name], sp, snap.Node)
+	keep := map[netip.AddrPort]struct{}{}
+	for _, e := range sets.AllReachable {
+		if model.FamilyOf(e.IP) == f {
+			keep[e.AddrPort()] = struct{}{}
+		}
+	}
+	return keep
+}
