@@ -9,9 +9,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/metrics"
 )
 
 // StatusFunc reports when the oldest unsynced change was queued (zero when none) and
@@ -50,6 +53,12 @@ func (h *ProxyHealth) healthy() (bool, time.Time) {
 	return true, syncedAt
 }
 
+// Healthy reports whether the sync loop keeps up (the /livez answer).
+func (h *ProxyHealth) Healthy() bool {
+	ok, _ := h.healthy()
+	return ok
+}
+
 func (h *ProxyHealth) serve(w http.ResponseWriter, withNode bool) {
 	ok, last := h.healthy()
 	now := h.now()
@@ -66,9 +75,16 @@ func (h *ProxyHealth) serve(w http.ResponseWriter, withNode bool) {
 	b.LastUpdated = last.Format(time.RFC3339Nano)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	code := http.StatusOK
 	if !ok {
-		w.WriteHeader(http.StatusServiceUnavailable)
+		code = http.StatusServiceUnavailable
 	}
+	counter := metrics.ProxyLivezTotal
+	if withNode {
+		counter = metrics.ProxyHealthzTotal
+	}
+	counter.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(b)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -70,7 +71,13 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		full = true
 	}
 	rs := Build(BuildInput{Params: params, Snapshot: snap, Full: full, PreviousChains: previous})
+	fam := params.Family.String()
 	if err := p.runner.Restore(rs.Data); err != nil {
+		if full {
+			metrics.IPTablesRestoreFailuresTotal.WithLabelValues(fam).Inc()
+		} else {
+			metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(fam).Inc()
+		}
 		p.chains = nil
 		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
 	}
@@ -83,6 +90,12 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	p.chains = rs.ActiveChains
 	p.LastRuleset = rs
+	metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
+	metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
+	metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
+	metrics.IPTablesRulesTotal.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
+	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(rs.NoLocalEndpoints["internal"]))
+	metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(rs.NoLocalEndpoints["external"]))
 	klog.V(2).InfoS("Synced iptables rules", "family", params.Family, "full", full,
 		"services", len(snap.Services), "natRules", rs.NatRules, "filterRules", rs.FilterRules,
 		"bytes", len(rs.Data), "elapsed", time.Since(start))

@@ -180,6 +180,13 @@ func (t *Tracker) OnSynced() {
 	t.changed(func() { t.synced = true })
 }
 
+// Pending returns the Service and EndpointSlice changes not yet folded into a Snapshot.
+func (t *Tracker) Pending() (services, endpoints int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.serviceChanges, t.endpointChanges
+}
+
 // Synced reports whether the source delivered its initial state.
 func (t *Tracker) Synced() bool {
 	t.mu.Lock()

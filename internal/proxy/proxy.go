@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kproxy/kproxy/internal/conntrack"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/runner"
 )
@@ -64,6 +65,9 @@ func New(nodeName string, backends []Backend, opts Options) *Proxy {
 	p := &Proxy{opts: opts, backends: backends, needFull: true}
 	p.tracker = model.NewTracker(nodeName, p.queue)
 	p.runner = runner.New("sync", p.sync, opts.MinSyncPeriod, opts.SyncPeriod, opts.SyncPeriod)
+	metrics.RegisterPending(
+		func() float64 { s, _ := p.tracker.Pending(); return float64(s) },
+		func() float64 { _, e := p.tracker.Pending(); return float64(e) })
 	return p
 }
 
@@ -74,6 +78,9 @@ func (p *Proxy) queue() {
 	p.mu.Lock()
 	if p.queuedAt.IsZero() {
 		p.queuedAt = time.Now()
+		for _, b := range p.backends {
+			metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(b.Family().String()).Set(float64(p.queuedAt.Unix()))
+		}
 	}
 	p.mu.Unlock()
 	p.runner.Trigger()
@@ -134,11 +141,16 @@ func (p *Proxy) sync() error {
 	start := time.Now()
 	snap := p.tracker.Snapshot()
 	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= p.opts.SyncPeriod
+	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
+	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
 	var errs []error
 	for _, b := range p.backends {
+		bstart := time.Now()
 		if err := b.Sync(snap, full); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		observeSync(b.Family(), full, bstart, snap.TriggerTimes)
 	}
 	if err := errors.Join(errs...); err != nil {
 		klog.ErrorS(err, "Sync failed; the next sync rewrites every rule", "full", full)
@@ -174,10 +186,31 @@ func (p *Proxy) cleanConntrack(snap *model.Snapshot) {
 		if len(targets) == 0 {
 			continue
 		}
+		start := time.Now()
 		n, err := p.opts.Conntrack.Clean(b.Family(), targets)
+		metrics.ConntrackReconcilerSyncDuration.WithLabelValues(b.Family().String()).Observe(time.Since(start).Seconds())
+		metrics.ConntrackReconcilerDeletedEntriesTotal.WithLabelValues(b.Family().String()).Add(float64(n))
 		if err != nil {
 			klog.ErrorS(err, "Conntrack cleanup failed", "family", b.Family())
 		}
 		klog.V(2).InfoS("Deleted stale conntrack entries", "family", b.Family(), "entries", n, "targets", len(targets))
+	}
+}
+
+// observeSync records one family's successful sync, and the network programming latency
+// of the EndpointSlice changes it carried (from their last-change-trigger-time).
+func observeSync(f model.Family, full bool, start time.Time, triggers []time.Time) {
+	fam := f.String()
+	now := time.Now()
+	took := now.Sub(start).Seconds()
+	metrics.SyncProxyRulesLatency.WithLabelValues(fam).Observe(took)
+	if full {
+		metrics.SyncFullProxyRulesLatency.WithLabelValues(fam).Observe(took)
+	} else {
+		metrics.SyncPartialProxyRulesLatency.WithLabelValues(fam).Observe(took)
+	}
+	metrics.SyncProxyRulesLastTimestamp.WithLabelValues(fam).Set(float64(now.Unix()))
+	for _, t := range triggers {
+		metrics.NetworkProgrammingLatency.WithLabelValues(fam).Observe(now.Sub(t).Seconds())
 	}
 }

@@ -1,0 +1,67 @@
+package healthcheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+func freePort(t *testing.T) int32 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return int32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
+	port := freePort(t)
+	nn := types.NamespacedName{Namespace: "ns", Name: "lb"}
+	sp := &model.ServicePort{Name: model.ServicePortName{NamespacedName: nn, Protocol: v1.ProtocolTCP}, HealthCheckNodePort: port}
+	snap := &model.Snapshot{
+		PortsByService: map[types.NamespacedName][]*model.ServicePort{nn: {sp}},
+		Endpoints: map[model.ServicePortName][]*model.Endpoint{sp.Name: {
+			{IP: netip.MustParseAddr("10.0.0.1"), Port: 80, IsLocal: false, Ready: true},
+		}},
+	}
+	h := NewServiceHealth([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil)
+	defer h.Stop()
+	h.Sync(snap)
+	get := func() (int, serviceBody, string) {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b serviceBody
+		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b, resp.Header.Get("X-Load-Balancing-Endpoint-Weight")
+	}
+	if code, b, _ := get(); code != 503 || b.LocalEndpoints != 0 || b.Service.Name != "lb" {
+		t.Errorf("no local endpoint: got %d %+v, want 503", code, b)
+	}
+	snap.Endpoints[sp.Name] = append(snap.Endpoints[sp.Name],
+		&model.Endpoint{IP: netip.MustParseAddr("10.0.0.2"), Port: 80, IsLocal: true, Ready: true},
+		&model.Endpoint{IP: netip.MustParseAddr("10.0.0.3"), Port: 80, IsLocal: true, Ready: false, Serving: true, Terminating: true})
+	h.Sync(snap)
+	if code, b, w := get(); code != 200 || b.LocalEndpoints != 1 || !b.ServiceProxyHealthy || w != "1" {
+		t.Errorf("one ready local endpoint: got %d %+v weight %s, want 200 with 1", code, b, w)
+	}
+	// The Service goes away: the port closes.
+	h.Sync(&model.Snapshot{})
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		t.Errorf("health check port still open after the Service was removed")
+	}
+}
