@@ -16,6 +16,9 @@ type Params struct {
 	MasqueradeBit int
 	// LocalDetector tells pod traffic from other traffic; the zero value detects nothing.
 	LocalDetector LocalDetector
+	// DetectLocalByNodeCIDR makes the proxier derive LocalDetector from the Node's
+	// podCIDR of the family at each sync (detect-local mode NodeCIDR).
+	DetectLocalByNodeCIDR bool
 	// NodePortAll means NodePorts answer on every local address (nodePortAddresses
 	// unset or "all"); otherwise only on NodePortIPs.
 	NodePortAll bool

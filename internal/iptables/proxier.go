@@ -45,6 +45,17 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			}
 		}
 	}
+	if params.DetectLocalByNodeCIDR {
+		params.LocalDetector = LocalDetector{}
+		if snap.Node != nil {
+			for _, c := range snap.Node.PodCIDRs {
+				if model.FamilyOf(c.Addr()) == params.Family {
+					params.LocalDetector = DetectByCIDR(c)
+					break
+				}
+			}
+		}
+	}
 	params.NodePortAll = true
 	if p.nodePorts != nil {
 		all, ips := p.nodePorts(snap.Node)

@@ -108,7 +108,12 @@ func ServicePorts(svc *v1.Service) []*ServicePort {
 // SliceEndpoints returns the endpoints of one EndpointSlice for the slice port that
 // matches the given port name and protocol, or nil. FQDN slices, ports without a number
 // and endpoints without an address are ignored, like upstream; only addresses[0] counts.
-func SliceEndpoints(slice *discovery.EndpointSlice, portName string, proto v1.Protocol, nodeName string) []*Endpoint {
+//
+// trafficDistribution is the Service's spec.trafficDistribution. On a cluster the
+// EndpointSlice controller turns it into hints; with no controller (the manifests
+// source, a bare API server) nobody would, so an endpoint without hints gets the ones
+// the controller would give it: its zone, and for PreferSameNode also its node.
+func SliceEndpoints(slice *discovery.EndpointSlice, portName string, proto v1.Protocol, nodeName, trafficDistribution string) []*Endpoint {
 	if slice.AddressType != discovery.AddressTypeIPv4 && slice.AddressType != discovery.AddressTypeIPv6 {
 		return nil
 	}
@@ -161,6 +166,8 @@ func SliceEndpoints(slice *discovery.EndpointSlice, portName string, proto v1.Pr
 			for _, n := range e.Hints.ForNodes {
 				ep.NodeHints = append(ep.NodeHints, n.Name)
 			}
+		} else {
+			controllerHints(ep, trafficDistribution)
 		}
 		eps = append(eps, ep)
 	}
@@ -236,4 +243,22 @@ func parseAddrs(ss []string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// controllerHints sets the hints the EndpointSlice controller derives from
+// trafficDistribution.
+func controllerHints(ep *Endpoint, trafficDistribution string) {
+	switch trafficDistribution {
+	case v1.ServiceTrafficDistributionPreferClose, v1.ServiceTrafficDistributionPreferSameZone:
+		if ep.Zone != "" {
+			ep.ZoneHints = []string{ep.Zone}
+		}
+	case v1.ServiceTrafficDistributionPreferSameNode:
+		if ep.Zone != "" {
+			ep.ZoneHints = []string{ep.Zone}
+		}
+		if ep.NodeName != "" {
+			ep.NodeHints = []string{ep.NodeName}
+		}
+	}
 }

@@ -143,3 +143,41 @@ func TestCategorizeTerminatingFallback(t *testing.T) {
 		t.Errorf("local = %v, hasAny = %v, cluster = %v", s.Local, s.HasAny, s.Cluster)
 	}
 }
+
+func TestTopologyFromTrafficDistribution(t *testing.T) {
+	node := &Node{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"}}
+	zoned := func(ip, nodeName, zone string) discovery.Endpoint {
+		e := endpoint(ip, nodeName, true)
+		e.Zone = ptr.To(zone)
+		return e
+	}
+	sl := slice("s", "web", 80, zoned("10.0.0.1", "node1", "zone-a"), zoned("10.0.0.2", "node2", "zone-a"), zoned("10.0.0.3", "node3", "zone-b"))
+	sp := &ServicePort{Port: 80}
+	pick := func(td string) []string {
+		eps := SliceEndpoints(sl, "http", v1.ProtocolTCP, "node1", td)
+		var out []string
+		for _, e := range CategorizeEndpoints(eps, sp, node).Cluster {
+			out = append(out, e.IP.String())
+		}
+		return out
+	}
+	if got := pick(""); len(got) != 3 {
+		t.Errorf("no trafficDistribution: %v, want all 3", got)
+	}
+	if got := pick(v1.ServiceTrafficDistributionPreferClose); len(got) != 2 || got[0] != "10.0.0.1" || got[1] != "10.0.0.2" {
+		t.Errorf("PreferClose: %v, want the two in zone-a", got)
+	}
+	if got := pick(v1.ServiceTrafficDistributionPreferSameNode); len(got) != 1 || got[0] != "10.0.0.1" {
+		t.Errorf("PreferSameNode: %v, want node1's", got)
+	}
+	// No endpoint on this node: PreferSameNode falls back to the zone.
+	node.Name = "node9"
+	if got := pick(v1.ServiceTrafficDistributionPreferSameNode); len(got) != 2 {
+		t.Errorf("PreferSameNode without a local endpoint: %v, want zone-a's two", got)
+	}
+	// No endpoint in this zone either: every endpoint.
+	node.Labels[v1.LabelTopologyZone] = "zone-z"
+	if got := pick(v1.ServiceTrafficDistributionPreferSameZone); len(got) != 3 {
+		t.Errorf("PreferSameZone without a zone match: %v, want all 3", got)
+	}
+}

@@ -261,7 +261,7 @@ func (t *Tracker) Snapshot() *Snapshot {
 			t.flatPorts[p.Name] = p
 			var lists [][]*Endpoint
 			for _, slice := range t.slicesByService[nn] {
-				lists = append(lists, SliceEndpoints(slice, p.Name.Port, p.Protocol, t.nodeName))
+				lists = append(lists, SliceEndpoints(slice, p.Name.Port, p.Protocol, t.nodeName, p.TrafficDistribution))
 			}
 			t.endpoints[p.Name] = MergeEndpoints(lists...)
 		}
