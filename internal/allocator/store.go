@@ -1,0 +1,127 @@
+package allocator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"k8s.io/klog/v2"
+)
+
+const (
+	stateFileName = "allocations.json"
+	lockFileName  = "allocations.lock"
+	stateVersion  = 1
+)
+
+// savedOwner is one owner's entry in the state file.
+type savedOwner struct {
+	IPs   []string       `json:"ips,omitempty"`
+	Ports map[string]int `json:"ports,omitempty"`
+}
+
+type stateFile struct {
+	Version int                   `json:"version"`
+	Owners  map[string]savedOwner `json:"owners"`
+}
+
+// store is the state directory: the allocations file and the lock that keeps a second
+// kproxy from using the same directory.
+type store struct {
+	dir  string
+	lock *os.File
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	lockPath := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	// flock locks belong to the open file, so they also keep two Allocators of one
+	// process apart, and the kernel drops them when the process dies.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state directory %s is in use by another kproxy process (%s is locked)", dir, lockPath)
+		}
+		return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+	}
+	return &store{dir: dir, lock: f}, nil
+}
+
+func (s *store) close() error {
+	return s.lock.Close() // closing the file drops the flock
+}
+
+func (s *store) path() string { return filepath.Join(s.dir, stateFileName) }
+
+// load reads the allocations file; a missing file is an empty state.
+func (s *store) load() (map[string]savedOwner, error) {
+	data, err := os.ReadFile(s.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]savedOwner{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sf stateFile
+	if err := json.Unmarshal(data, &sf); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%v); remove it to start with fresh allocations", s.path(), err)
+	}
+	if sf.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s has version %d, this kproxy understands version %d", s.path(), sf.Version, stateVersion)
+	}
+	if sf.Owners == nil {
+		sf.Owners = map[string]savedOwner{}
+	}
+	return sf.Owners, nil
+}
+
+// save replaces the allocations file atomically: a crash leaves either the old or the
+// new file, never a torn one.
+func (s *store) save(owners map[string]savedOwner) error {
+	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Owners: owners}, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.dir, stateFileName+".tmp*")
+	if err != nil {
+		return fmt.Errorf("saving allocations: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), s.path()); err != nil {
+		return fmt.Errorf("saving allocations: %w", err)
+	}
+	// The rename is only durable once the directory itself is synced.
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("saving allocations: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("saving allocations: syncing %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+func logDropped(owner, what, why string) {
+	klog.InfoS("Dropping a saved allocation", "owner", owner, "allocation", what, "reason", why)
+}

@@ -1,0 +1,173 @@
+// Package manifests is kproxy's standalone source: it reads ordinary Kubernetes YAML
+// and JSON from a directory and feeds the Services, EndpointSlices and the local Node
+// in it to a model.Handler the way an informer would, allocating ClusterIPs and
+// NodePorts like the API server. The directory is watched; edits show within a second.
+package manifests
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/allocator"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// Options configures a Source.
+type Options struct {
+	// Dir holds the manifests; StateDir the persisted allocations (empty: allocations
+	// last only as long as the process).
+	Dir, StateDir string
+	// NodeName is the node whose v1 Node object is passed to OnNodeUpsert.
+	NodeName string
+	// ServiceCIDRs are the ranges ClusterIPs come from, at most one per family; the
+	// first one's family is the default for single-stack Services.
+	ServiceCIDRs []netip.Prefix
+	// NodePortRange is where nodePorts come from; zero means 30000-32767.
+	NodePortRange config.PortRange
+}
+
+const (
+	// debounce is how long after the first event of a burst the directory is read:
+	// editors write through temp files and renames, which come as several events.
+	debounce = 150 * time.Millisecond
+	// rescanInterval is the safety net for changes the watch missed.
+	rescanInterval = 10 * time.Second
+)
+
+// Source is the manifests directory source. Create it with New, then call Run.
+type Source struct {
+	opts  Options
+	h     model.Handler
+	alloc *allocator.Allocator
+
+	// Only Run's goroutine touches these.
+	files     map[string]*fileState     // by file name within Dir
+	delivered map[objKey]runtime.Object // what the handler has now
+	from      map[objKey]string         // the file each delivered object came from
+	logged    map[string]string         // problem id -> message already logged
+
+	mu       sync.Mutex
+	problems []error
+}
+
+// New checks the options and opens (and locks) the allocation state.
+func New(opts Options, h model.Handler) (*Source, error) {
+	fi, err := os.Stat(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("manifests directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("manifests directory %s is not a directory", opts.Dir)
+	}
+	if len(opts.ServiceCIDRs) == 0 {
+		return nil, fmt.Errorf("manifests source: at least one service CIDR is required")
+	}
+	if len(opts.ServiceCIDRs) > 2 || (len(opts.ServiceCIDRs) == 2 && opts.ServiceCIDRs[0].Addr().Is4() == opts.ServiceCIDRs[1].Addr().Is4()) {
+		return nil, fmt.Errorf("manifests source: service CIDRs %v: at most one per IP family", opts.ServiceCIDRs)
+	}
+	if opts.NodePortRange == (config.PortRange{}) {
+		opts.NodePortRange = allocator.DefaultNodePortRange
+	}
+	if opts.StateDir == "" {
+		klog.InfoS("No state directory: ClusterIP and NodePort allocations will not survive a restart", "dir", opts.Dir)
+	}
+	alloc, err := allocator.Open(opts.StateDir, opts.ServiceCIDRs, opts.NodePortRange)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{
+		opts:      opts,
+		h:         h,
+		alloc:     alloc,
+		files:     map[string]*fileState{},
+		delivered: map[objKey]runtime.Object{},
+		from:      map[objKey]string{},
+		logged:    map[string]string{},
+	}, nil
+}
+
+// Close releases the state directory. Run calls it when it returns.
+func (s *Source) Close() error { return s.alloc.Close() }
+
+// Errors returns the current problems: one per file that does not parse and per
+// object that is rejected.
+func (s *Source) Errors() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.problems)
+}
+
+// Run loads Dir, calls OnSynced after the first complete load, then follows changes
+// until ctx ends. It returns an error only when the directory cannot be read or
+// watched at start.
+func (s *Source) Run(ctx context.Context) error {
+	defer s.Close()
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
+	}
+	defer w.Close()
+	// Watch before the first read, so a change during it is not missed.
+	if err := w.Add(s.opts.Dir); err != nil {
+		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
+	}
+	if err := s.scan(nil); err != nil {
+		return err
+	}
+	s.reconcile()
+	s.h.OnSynced()
+
+	ticker := time.NewTicker(rescanInterval)
+	defer ticker.Stop()
+	pending := map[string]bool{}
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return fmt.Errorf("watch on manifests directory %s ended", s.opts.Dir)
+			}
+			pending[filepath.Base(ev.Name)] = true
+			if fire == nil {
+				fire = time.After(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return fmt.Errorf("watch on manifests directory %s ended", s.opts.Dir)
+			}
+			// An overflow loses events; the stat comparison of a full pass finds them.
+			klog.ErrorS(err, "Watching the manifests directory", "dir", s.opts.Dir)
+			if fire == nil {
+				fire = time.After(debounce)
+			}
+		case <-fire:
+			fire = nil
+			s.pass(pending)
+			pending = map[string]bool{}
+		case <-ticker.C:
+			s.pass(nil)
+		}
+	}
+}
+
+// pass reads what changed and delivers the differences.
+func (s *Source) pass(force map[string]bool) {
+	if err := s.scan(force); err != nil {
+		klog.ErrorS(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
+		return
+	}
+	s.reconcile()
+}
