@@ -1,0 +1,52 @@
+// Command kproxy is a Kubernetes Service proxy: a drop-in replacement for kube-proxy.
+// This file parses the command line; run.go wires the parts together.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "v0.1.0-dev"
+
+func main() {
+	cfg, err := config.Parse(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Print(config.Usage())
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kproxy: %v\nRun 'kproxy --help' for the flags.\n", err)
+		os.Exit(2)
+	}
+	if cfg.PrintVersion {
+		fmt.Println("kproxy", version)
+		return
+	}
+	for _, w := range cfg.Warnings {
+		klog.Warning(w)
+	}
+	if cfg.Cleanup {
+		if err := cleanup(); err != nil {
+			klog.ErrorS(err, "Cleanup failed")
+			klog.Flush()
+			os.Exit(1)
+		}
+		klog.InfoS("Removed every rule and chain kproxy made")
+		klog.Flush()
+		return
+	}
+	if err := run(cfg); err != nil {
+		klog.ErrorS(err, "kproxy stopped")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
