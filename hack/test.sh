@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check: go vet, the unit tests, and the end-to-end tests that drive
+# kproxy with real packets through network namespaces (those need root; without it
+# they skip and say so). Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+
+ensure_go
+if [ "$(id -u)" -eq 0 ]; then
+	ensure_packages
+else
+	echo "not root: the e2e tests will skip" >&2
+fi
+
+echo "== go vet ./..."
+go vet ./...
+
+echo "== unit tests"
+# Everything except the e2e package, which runs below with its own timeout.
+go test -count=1 $(go list ./... | grep -v '/test/e2e$')
+
+echo "== e2e tests"
+go test -count=1 -v -timeout 10m ./test/e2e/...

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kproxy/kproxy/test/e2e/cluster"
+)
+
+// ns is the Kubernetes namespace of every test Service.
+const ns = "e2e"
+
+// firstSync bounds how long kproxy may take from start to its first programmed rules;
+// propagation bounds a manifest change reaching the kernel (the brief promises 1 s).
+const (
+	firstSync   = 15 * time.Second
+	propagation = 1 * time.Second
+)
+
+// node1Addrs are the addresses a packet masqueraded by node1 can carry: its LAN
+// address, or the pod-veth gateway address when the endpoint is a local pod.
+var node1Addrs = map[string]bool{cluster.Node1IP: true, cluster.Node1PodGW: true}
+
+// env is the cluster and the kproxy process that the subtests of TestKproxy share.
+type env struct {
+	c     *cluster.Cluster
+	proxy *cluster.Process
+}
+
+func (e *env) startProxy(t *testing.T) {
+	t.Helper()
+	p, err := e.c.StartKproxy()
+	if err != nil {
+		t.Fatalf("start kproxy: %v", err)
+	}
+	e.proxy = p
+}
+
+// requireRunning fails the test at once if kproxy has exited.
+func (e *env) requireRunning(t *testing.T) {
+	t.Helper()
+	if e.proxy == nil || !e.proxy.Running() {
+		t.Fatalf("kproxy is not running; log %s:\n%s", e.proxy.LogPath, tail(e.proxy.Logs(), 60))
+	}
+}
+
+// dumpOnFailure logs, when t failed, the iptables rules that mention the given
+// services, so a failure shows what kproxy programmed for them.
+func (e *env) dumpOnFailure(t *testing.T, services ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dump := e.c.IPTablesSave(cluster.KproxyNode)
+		for _, s := range services {
+			t.Logf("iptables-save -c of node1, lines mentioning %s/%s:\n%s", ns, s, cluster.RulesMatching(dump, ns+"/"+s))
+		}
+		if e.proxy != nil {
+			t.Logf("kproxy log %s (tail):\n%s", e.proxy.LogPath, tail(e.proxy.Logs(), 40))
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// httpPort and dnsPort are the two ports most test Services expose.
+var (
+	httpPort = cluster.ServicePort{Name: "http", Port: 80}
+	dnsPort  = cluster.ServicePort{Name: "dns", Protocol: "UDP", Port: 53}
+)
+
+// slice builds the EndpointSlice that serves every port of svc from the named pods.
+func slice(svc cluster.Service, pods ...string) cluster.EndpointSlice {
+	s := cluster.EndpointSlice{Namespace: svc.Namespace, Service: svc.Name, Endpoints: cluster.PodEndpoints(pods...)}
+	for _, p := range svc.Ports {
+		target := p.TargetPort
+		if target == 0 {
+			target = p.Port
+		}
+		s.Ports = append(s.Ports, cluster.SlicePort{Name: p.Name, Protocol: p.Protocol, Port: target})
+	}
+	return s
+}
+
+// apply writes the Service and (if pods are given) its EndpointSlice as two files.
+func (e *env) apply(t *testing.T, svc cluster.Service, pods ...string) {
+	t.Helper()
+	if err := e.c.WriteManifest("svc-"+svc.Name, svc.YAML()); err != nil {
+		t.Fatal(err)
+	}
+	if len(pods) > 0 {
+		e.setEndpoints(t, svc, pods...)
+	}
+}
+
+// setEndpoints rewrites the Service's EndpointSlice file.
+func (e *env) setEndpoints(t *testing.T, svc cluster.Service, pods ...string) {
+	t.Helper()
+	if err := e.c.WriteManifest("eps-"+svc.Name, slice(svc, pods...).YAML()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clusterIP is the Service's ClusterIP: the one in its manifest, or the one kproxy
+// allocated (read back from the iptables rules).
+func (e *env) clusterIP(t *testing.T, svc cluster.Service, port string) string {
+	t.Helper()
+	if svc.ClusterIP != "" {
+		return svc.ClusterIP
+	}
+	ip, err := e.c.WaitClusterIP(svc.PortName(port), firstSync)
+	if err != nil {
+		t.Fatalf("allocated ClusterIP of %s: %v", svc.PortName(port), err)
+	}
+	return ip
+}
+
+func (e *env) nodePort(t *testing.T, svc cluster.Service, port string) int {
+	t.Helper()
+	np, err := e.c.WaitNodePort(svc.PortName(port), firstSync)
+	if err != nil {
+		t.Fatalf("NodePort of %s: %v", svc.PortName(port), err)
+	}
+	return np
+}
+
+func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+
+// waitAnswer waits until one request from ns to target gets an answer and returns how
+// long that took.
+func (e *env) waitAnswer(t *testing.T, from, proto, target string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	err := e.c.WaitFor(func() error {
+		r := e.c.Request(from, proto, target, 1, cluster.Timeout(300*time.Millisecond))[0]
+		if r.Error != "" {
+			return fmt.Errorf("%s -> %s/%s: %s", from, proto, target, r.Error)
+		}
+		return nil
+	}, timeout)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return time.Since(start)
+}
+
+// requireAll fails unless every reply is an answer.
+func requireAll(t *testing.T, what string, replies []cluster.Reply) {
+	t.Helper()
+	if errs := cluster.Errors(replies); len(errs) > 0 {
+		t.Fatalf("%s: %d of %d requests failed: %s", what, len(replies)-sum(cluster.Spread(replies)), len(replies), cluster.Summary(replies))
+	}
+}
+
+// requireBackends fails unless exactly the named backends answered.
+func requireBackends(t *testing.T, what string, replies []cluster.Reply, want ...string) {
+	t.Helper()
+	got := cluster.Spread(replies)
+	ok := len(got) == len(want)
+	for _, w := range want {
+		if got[w] == 0 {
+			ok = false
+		}
+	}
+	if !ok {
+		t.Errorf("%s: want answers from exactly %v; %s", what, want, cluster.Summary(replies))
+	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+var allPods = []string{"pod-a1", "pod-a2", "pod-b1", "pod-b2"}
