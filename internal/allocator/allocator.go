@@ -7,11 +7,13 @@ package allocator
 
 import (
 	"fmt"
+	"k8s.io/klog/v2"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -132,7 +134,12 @@ func (a *Allocator) Update(fn func(tx *Txn)) error {
 	if !dirty || a.store == nil {
 		return nil
 	}
-	if err := a.store.save(a.snapshot()); err != nil {
+	start := time.Now()
+	err := a.store.save(a.snapshot())
+	if took := time.Since(start); took > 500*time.Millisecond {
+		klog.InfoS("Saving the allocations was slow", "took", took)
+	}
+	if err != nil {
 		for owner, before := range tx.before {
 			a.set(owner, before)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 )
@@ -14,7 +15,9 @@ import (
 const (
 	stateFileName = "allocations.json"
 	lockFileName  = "allocations.lock"
-	stateVersion  = 1
+	// lockWait is how long a new process waits for the lock of one still exiting.
+	lockWait     = 15 * time.Second
+	stateVersion = 1
 )
 
 // savedOwner is one owner's entry in the state file.
@@ -45,13 +48,27 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	// flock locks belong to the open file, so they also keep two Allocators of one
-	// process apart, and the kernel drops them when the process dies.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+	// process apart, and the kernel drops them when the process dies. A predecessor
+	// that is still exiting (a restart) holds it for a moment: wait a little for it.
+	deadline := time.Now().Add(lockWait)
+	for logged := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
 			return nil, fmt.Errorf("state directory %s is in use by another kproxy process (%s is locked)", dir, lockPath)
 		}
-		return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		if !logged {
+			klog.InfoS("Waiting for another kproxy process to release the state directory", "dir", dir, "for", lockWait)
+			logged = true
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	return &store{dir: dir, lock: f}, nil
 }

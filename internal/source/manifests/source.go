@@ -165,9 +165,15 @@ func (s *Source) Run(ctx context.Context) error {
 
 // pass reads what changed and delivers the differences.
 func (s *Source) pass(force map[string]bool) {
+	start := time.Now()
 	if err := s.scan(force); err != nil {
 		klog.ErrorS(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
 		return
 	}
 	s.reconcile()
+	if took := time.Since(start); took > time.Second {
+		klog.InfoS("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
+	} else {
+		klog.V(4).InfoS("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
+	}
 }
