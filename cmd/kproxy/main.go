@@ -17,6 +17,9 @@ import (
 var version = "v0.1.0-dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "trace" {
+		os.Exit(runTrace(os.Args[2:]))
+	}
 	cfg, err := config.Parse(os.Args[1:])
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Print(config.Usage())
