@@ -1,0 +1,433 @@
+package nftables
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/knftables"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// chainDeleteDelay is how long an unused (flushed) chain waits before it is deleted.
+const chainDeleteDelay = time.Second
+
+// buildInput is everything one sync's transaction depends on.
+type buildInput struct {
+	params *Params
+	snap   *model.Snapshot
+	// full rewrites every object; otherwise only the Services in snap.Changed are
+	// diffed against prev.
+	full bool
+	// prev is what the previous successful sync left in the kernel. nil means the
+	// kernel's content is unknown (first sync, or after a failure): the table is then
+	// deleted and recreated in the same transaction, which also clears leftovers of
+	// other versions whose objects could clash with ours.
+	prev *state
+	// kernel lists the table's objects by type ("chain", "set", "map"), as read before
+	// a full sync with a known prev, to find objects that are no longer used (or that
+	// someone else added). nil when the table does not exist.
+	kernel map[string][]string
+	now    time.Time
+}
+
+// build fills tx with the sync's operations and returns the state the kernel holds once
+// tx has run. It is pure apart from reusing in.prev, which it updates in place: when
+// tx fails, the caller must drop both.
+func build(tx *knftables.Transaction, in buildInput) *state {
+	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
+	if in.full || in.prev == nil {
+		b.full(in)
+	} else {
+		b.partial(in)
+	}
+	b.emit()
+	return b.st
+}
+
+// txBuilder collects the operations in phases, so that the transaction never refers to
+// an object before creating it, and never deletes one that is still referenced.
+type txBuilder struct {
+	p   *Params
+	tx  *knftables.Transaction
+	st  *state
+	now time.Time
+
+	rewrite      []*chain // chains added, flushed, and refilled
+	staleFlush   []string // chains no longer used: flushed, deleted later
+	setDeletes   []string
+	setAdds      []string
+	setTimeouts  map[string]time.Duration
+	chainDeletes []string
+	touched      map[elementID]struct{}
+	// fullElements: every wanted element is (re)added, as the maps were flushed.
+	fullElements bool
+}
+
+func (b *txBuilder) full(in buildInput) {
+	p := in.params
+	b.st = newState(p)
+	b.fullElements = true
+	b.setTimeouts = map[string]time.Duration{}
+	table := &knftables.Table{Comment: knftables.PtrTo(tableComment)}
+	b.tx.Add(table)
+	if in.prev == nil {
+		b.tx.Delete(&knftables.Table{})
+		b.tx.Add(table)
+	} else {
+		b.st.pendingDelete = in.prev.pendingDelete
+	}
+	for _, bc := range baseChains {
+		b.tx.Add(&knftables.Chain{Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
+	}
+	for i := range containers {
+		obj := containers[i].object(p)
+		b.tx.Add(obj)
+		b.tx.Flush(obj)
+	}
+	// With a known prev, a per-service chain the kernel holds with the rules prev
+	// recorded is left alone: rewriting every chain makes nft (1.0.x) re-add thousands
+	// of anonymous maps, which takes a minute at ten thousand Services. Elements and
+	// the fixed chains, cheap, are always rewritten.
+	kernelChains := map[string]bool{}
+	for _, name := range in.kernel["chain"] {
+		kernelChains[name] = true
+	}
+	prevChains := map[string]*chain{}
+	if in.prev != nil {
+		for _, o := range in.prev.ports {
+			for _, c := range o.chains {
+				prevChains[c.name] = c
+			}
+		}
+	}
+	desired := map[string]bool{}
+	for _, c := range fixedChains(p) {
+		b.rewrite = append(b.rewrite, c)
+		desired[c.name] = true
+	}
+	for _, name := range sortedPortNames(in.snap.Services) {
+		sp := in.snap.Services[name]
+		objs := portObjectsFor(p, sp, in.snap.Endpoints[name], in.snap.Node)
+		if objs == nil {
+			continue
+		}
+		b.st.ports[name] = objs
+		b.st.byService[name.NamespacedName] = append(b.st.byService[name.NamespacedName], name)
+		for _, c := range objs.chains {
+			if pc := prevChains[c.name]; pc == nil || !kernelChains[c.name] || !sameRules(pc.rules, c.rules) {
+				b.rewrite = append(b.rewrite, c)
+			}
+			desired[c.name] = true
+			delete(b.st.pendingDelete, c.name)
+		}
+		for _, el := range objs.elements {
+			b.st.own(name, el)
+		}
+		for set, t := range objs.affinity {
+			b.setTimeouts[set] = t
+		}
+	}
+	b.st.nodeElements = nodePortElements(p)
+	for _, el := range b.st.nodeElements {
+		b.st.own(nodeOwner, el)
+	}
+
+	// Affinity sets keep their clients across full syncs, unless their timeout changed
+	// (nft cannot change it in place) or they are not known to be ours.
+	var known map[string]time.Duration
+	if in.prev != nil {
+		known = in.prev.affinityTimeouts()
+	}
+	inKernel := map[string]bool{}
+	for _, name := range in.kernel["set"] {
+		inKernel[name] = true
+	}
+	for _, set := range sortedKeys(b.setTimeouts) {
+		if t, ok := known[set]; inKernel[set] && (!ok || t != b.setTimeouts[set]) {
+			b.setDeletes = append(b.setDeletes, set)
+		}
+		b.setAdds = append(b.setAdds, set)
+	}
+	fixed := map[string]bool{}
+	for _, c := range containers {
+		fixed[c.name] = true
+	}
+	for _, typ := range []string{"set", "map"} {
+		for _, name := range in.kernel[typ] {
+			// Anonymous sets ("__set0", "__map0") belong to rules; netlink lists them.
+			if _, ok := b.setTimeouts[name]; !ok && !fixed[name] && !strings.HasPrefix(name, "__") {
+				b.setDeletes = append(b.setDeletes, name)
+			}
+		}
+	}
+	sort.Strings(b.setDeletes)
+
+	// Chains nobody uses any more (ours, or left by someone else) are flushed now and
+	// deleted later.
+	for _, name := range in.kernel["chain"] {
+		if !desired[name] {
+			b.retire(name)
+		}
+	}
+	// Pending chains the kernel no longer holds (the table was flushed) are forgotten.
+	chainInKernel := map[string]bool{}
+	for _, name := range in.kernel["chain"] {
+		chainInKernel[name] = true
+	}
+	for name := range b.st.pendingDelete {
+		if desired[name] || !chainInKernel[name] {
+			delete(b.st.pendingDelete, name)
+		}
+	}
+	b.deleteDueChains()
+}
+
+func (b *txBuilder) partial(in buildInput) {
+	b.st = in.prev
+	b.setTimeouts = map[string]time.Duration{}
+	changed := make([]types.NamespacedName, 0, len(in.snap.Changed))
+	for nn := range in.snap.Changed {
+		changed = append(changed, nn)
+	}
+	sort.Slice(changed, func(i, j int) bool { return changed[i].String() < changed[j].String() })
+	for _, nn := range changed {
+		var names []model.ServicePortName
+		for _, sp := range in.snap.PortsByService[nn] {
+			objs := portObjectsFor(b.p, sp, in.snap.Endpoints[sp.Name], in.snap.Node)
+			if objs == nil {
+				continue
+			}
+			names = append(names, sp.Name)
+			b.diffPort(sp.Name, b.st.ports[sp.Name], objs)
+			b.st.ports[sp.Name] = objs
+		}
+		for _, old := range b.st.byService[nn] {
+			if !containsName(names, old) {
+				b.diffPort(old, b.st.ports[old], nil)
+				delete(b.st.ports, old)
+			}
+		}
+		if len(names) == 0 {
+			delete(b.st.byService, nn)
+		} else {
+			b.st.byService[nn] = names
+		}
+	}
+	// The node's NodePort addresses may change without a Service changing.
+	for i := range b.st.nodeElements {
+		b.touched[b.st.disown(nodeOwner, &b.st.nodeElements[i])] = struct{}{}
+	}
+	b.st.nodeElements = nodePortElements(b.p)
+	for _, el := range b.st.nodeElements {
+		b.touched[b.st.own(nodeOwner, el)] = struct{}{}
+	}
+	b.deleteDueChains()
+}
+
+// diffPort records what changes between the objects a ServicePort had (old, nil if
+// none) and has now (cur, nil if none): chains whose rules differ are rewritten, chains
+// gone are retired, affinity sets and element ownership follow.
+func (b *txBuilder) diffPort(name model.ServicePortName, old, cur *portObjects) {
+	if old == nil {
+		old = &portObjects{}
+	}
+	if cur == nil {
+		cur = &portObjects{}
+	}
+	// A set whose timeout changes is deleted and re-added; every chain of the port is
+	// rewritten, so that no rule refers to it at the time of the delete.
+	recreated := false
+	for _, set := range sortedKeys(cur.affinity) {
+		t := cur.affinity[set]
+		ot, had := old.affinity[set]
+		if had && ot != t {
+			b.setDeletes = append(b.setDeletes, set)
+			recreated = true
+		}
+		if !had || ot != t {
+			b.setAdds = append(b.setAdds, set)
+			b.setTimeouts[set] = t
+		}
+	}
+	for _, set := range sortedKeys(old.affinity) {
+		if _, ok := cur.affinity[set]; !ok {
+			b.setDeletes = append(b.setDeletes, set)
+		}
+	}
+	oldChains := old.chainMap()
+	for _, c := range cur.chains {
+		if oc, ok := oldChains[c.name]; recreated || !ok || !sameRules(oc.rules, c.rules) {
+			b.rewrite = append(b.rewrite, c)
+		}
+		delete(oldChains, c.name)
+		delete(b.st.pendingDelete, c.name)
+	}
+	for _, c := range old.chains {
+		if _, gone := oldChains[c.name]; gone {
+			b.retire(c.name)
+		}
+	}
+	for i := range old.elements {
+		b.touched[b.st.disown(name, &old.elements[i])] = struct{}{}
+	}
+	for _, el := range cur.elements {
+		b.touched[b.st.own(name, el)] = struct{}{}
+	}
+}
+
+// retire flushes a chain that is no longer used and schedules its deletion; a chain
+// already flushed long enough ago is deleted now.
+func (b *txBuilder) retire(name string) {
+	if since, ok := b.st.pendingDelete[name]; ok {
+		if b.now.Sub(since) >= chainDeleteDelay {
+			b.chainDeletes = append(b.chainDeletes, name)
+			delete(b.st.pendingDelete, name)
+		}
+		return
+	}
+	b.staleFlush = append(b.staleFlush, name)
+	b.st.pendingDelete[name] = b.now
+}
+
+func (b *txBuilder) deleteDueChains() {
+	for _, name := range sortedKeys(b.st.pendingDelete) {
+		if b.now.Sub(b.st.pendingDelete[name]) >= chainDeleteDelay && !containsString(b.chainDeletes, name) {
+			b.chainDeletes = append(b.chainDeletes, name)
+			delete(b.st.pendingDelete, name)
+		}
+	}
+}
+
+// emit writes the collected operations into the transaction, in an order that keeps
+// every reference valid: chains exist before rules and elements refer to them, nothing
+// refers to a set when it is deleted.
+func (b *txBuilder) emit() {
+	base := map[string]bool{}
+	for _, bc := range baseChains {
+		base[bc.name] = true
+	}
+	for _, c := range b.rewrite {
+		if !base[c.name] {
+			ch := &knftables.Chain{Name: c.name}
+			if c.comment != "" {
+				ch.Comment = knftables.PtrTo(c.comment)
+			}
+			b.tx.Add(ch)
+		}
+		b.tx.Flush(&knftables.Chain{Name: c.name})
+	}
+	for _, name := range b.staleFlush {
+		b.tx.Flush(&knftables.Chain{Name: name})
+	}
+
+	// Elements: resolve each touched element against what the kernel holds.
+	var adds []element
+	if b.fullElements {
+		ids := make([]elementID, 0, len(b.st.wanted))
+		for id := range b.st.wanted {
+			ids = append(ids, id)
+		}
+		sortIDs(ids)
+		for _, id := range ids {
+			el, _ := b.st.winner(id)
+			b.st.kernel[id] = el
+			adds = append(adds, el)
+		}
+	} else {
+		ids := make([]elementID, 0, len(b.touched))
+		for id := range b.touched {
+			ids = append(ids, id)
+		}
+		sortIDs(ids)
+		for _, id := range ids {
+			want, wanted := b.st.winner(id)
+			have, held := b.st.kernel[id]
+			switch {
+			case held && wanted && have.sameContent(&want):
+				continue
+			case held:
+				b.tx.Delete(have.object())
+				delete(b.st.kernel, id)
+			}
+			if wanted {
+				b.st.kernel[id] = want
+				adds = append(adds, want)
+			}
+		}
+	}
+
+	for _, set := range b.setDeletes {
+		b.tx.Delete(&knftables.Set{Name: set})
+	}
+	for _, set := range b.setAdds {
+		b.tx.Add(&knftables.Set{
+			Name:    set,
+			Type:    b.p.addrType(),
+			Flags:   []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
+			Timeout: knftables.PtrTo(b.setTimeouts[set]),
+		})
+	}
+	for _, c := range b.rewrite {
+		for _, r := range c.rules {
+			rl := &knftables.Rule{Chain: c.name, Rule: r.text}
+			if r.comment != "" {
+				rl.Comment = knftables.PtrTo(r.comment)
+			}
+			b.tx.Add(rl)
+		}
+	}
+	for i := range adds {
+		b.tx.Add(adds[i].object())
+	}
+	for _, name := range b.chainDeletes {
+		b.tx.Delete(&knftables.Chain{Name: name})
+	}
+}
+
+func sortedPortNames(m map[model.ServicePortName]*model.ServicePort) []model.ServicePortName {
+	names := make([]model.ServicePortName, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return ownerLess(names[i], names[j]) })
+	return names
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortIDs(ids []elementID) {
+	sort.Slice(ids, func(i, j int) bool {
+		if ids[i].container != ids[j].container {
+			return ids[i].container < ids[j].container
+		}
+		return ids[i].key < ids[j].key
+	})
+}
+
+func containsName(names []model.ServicePortName, n model.ServicePortName) bool {
+	for _, x := range names {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,158 @@
+package nftables
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/knftables"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+func spn(ns, name, port string) model.ServicePortName {
+	return model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}, Port: port, Protocol: v1.ProtocolTCP}
+}
+
+func ep(ip string, port int32, node string) *model.Endpoint {
+	return &model.Endpoint{IP: netip.MustParseAddr(ip), Port: port, NodeName: node, IsLocal: node == "test-node", Ready: true, Serving: true}
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+// world is a mutable cluster state that yields snapshots the way the Tracker does:
+// each snapshot carries the Services changed since the previous one.
+type world struct {
+	ports   map[model.ServicePortName]*model.ServicePort
+	eps     map[model.ServicePortName][]*model.Endpoint
+	changed map[types.NamespacedName]struct{}
+	node    *model.Node
+}
+
+func newWorld() *world {
+	return &world{
+		ports:   map[model.ServicePortName]*model.ServicePort{},
+		eps:     map[model.ServicePortName][]*model.Endpoint{},
+		changed: map[types.NamespacedName]struct{}{},
+		node:    &model.Node{Name: "test-node", Addresses: addrs("192.168.0.2")},
+	}
+}
+
+func (w *world) set(sp *model.ServicePort, eps ...*model.Endpoint) {
+	w.ports[sp.Name] = sp
+	w.eps[sp.Name] = model.MergeEndpoints(eps)
+	w.changed[sp.Name.NamespacedName] = struct{}{}
+}
+
+func (w *world) setAll(sp *model.ServicePort, eps []*model.Endpoint) { w.set(sp, eps...) }
+
+func (w *world) remove(name model.ServicePortName) {
+	delete(w.ports, name)
+	delete(w.eps, name)
+	w.changed[name.NamespacedName] = struct{}{}
+}
+
+func (w *world) snapshot() *model.Snapshot {
+	s := &model.Snapshot{
+		Services:       map[model.ServicePortName]*model.ServicePort{},
+		Endpoints:      map[model.ServicePortName][]*model.Endpoint{},
+		PortsByService: map[types.NamespacedName][]*model.ServicePort{},
+		Changed:        w.changed,
+		Node:           w.node,
+	}
+	for n, sp := range w.ports {
+		s.Services[n] = sp
+		s.Endpoints[n] = w.eps[n]
+		s.PortsByService[n.NamespacedName] = append(s.PortsByService[n.NamespacedName], sp)
+	}
+	w.changed = map[types.NamespacedName]struct{}{}
+	return s
+}
+
+// referenceParams is the fixture of the reference's nftables example (3.3).
+func referenceParams() Params {
+	return Params{
+		Family: model.IPv4, MasqueradeBit: 14,
+		LocalDetector: DetectByCIDR(netip.MustParsePrefix("10.0.0.0/8")),
+		NodePortIPs:   addrs("192.168.0.2"),
+		ServiceCIDRs:  []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")},
+	}
+}
+
+// testProxier is a Proxier on a knftables fake with a clock the test moves.
+type testProxier struct {
+	*Proxier
+	fake  *knftables.Fake
+	clock time.Time
+}
+
+func newTestProxier(p Params) *testProxier {
+	fam := knftables.IPv4Family
+	if p.Family == model.IPv6 {
+		fam = knftables.IPv6Family
+	}
+	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: time.Unix(1_000_000, 0)}
+	tp.Proxier = NewProxier(p, tp.fake, nil)
+	tp.now = func() time.Time { return tp.clock }
+	return tp
+}
+
+func (tp *testProxier) sync(t *testing.T, snap *model.Snapshot, full bool) {
+	t.Helper()
+	if err := tp.Sync(snap, full); err != nil {
+		t.Fatalf("sync (full=%v): %v", full, err)
+	}
+}
+
+// dumpLines is the fake's table content as sorted "add ..." lines.
+func (tp *testProxier) dumpLines() []string {
+	lines := strings.Split(strings.TrimSpace(tp.fake.Dump()), "\n")
+	sort.Strings(lines)
+	return lines
+}
+
+// txLines are the operations of the fake's last transaction, in order.
+func (tp *testProxier) txLines() []string {
+	tp.fake.RLock()
+	defer tp.fake.RUnlock()
+	return strings.Split(strings.TrimSpace(tp.fake.LastTransaction.String()), "\n")
+}
+
+func contains(lines []string, want string) bool {
+	for _, l := range lines {
+		if l == want {
+			return true
+		}
+	}
+	return false
+}
+
+func mustHave(t *testing.T, lines []string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !contains(lines, w) {
+			t.Errorf("missing line %q in:\n%s", w, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+func mustNotMention(t *testing.T, lines []string, subs ...string) {
+	t.Helper()
+	for _, l := range lines {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				t.Errorf("unexpected %q in line %q", s, l)
+			}
+		}
+	}
+}

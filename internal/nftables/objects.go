@@ -1,0 +1,93 @@
+package nftables
+
+import (
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// rule is one rule of a chain, with its optional comment.
+type rule struct {
+	text, comment string
+}
+
+// chain is a regular chain and the rules it holds, in order.
+type chain struct {
+	name    string
+	comment string
+	rules   []rule
+}
+
+func (c *chain) add(comment string, parts ...string) {
+	c.rules = append(c.rules, rule{text: strings.Join(parts, " "), comment: comment})
+}
+
+func sameRules(a, b []rule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// element is one element of a set (value empty) or map.
+type element struct {
+	container string // the set or map
+	isMap     bool
+	key       []string
+	value     string
+	comment   string
+}
+
+// elementID names an element: elements with the same ID are the same kernel object.
+type elementID struct {
+	container, key string
+}
+
+func (e *element) id() elementID {
+	return elementID{container: e.container, key: strings.Join(e.key, " . ")}
+}
+
+// sameContent reports whether two elements with the same ID carry the same value: if
+// not, the kernel's must be deleted and re-added (nft refuses to overwrite a value).
+func (e *element) sameContent(o *element) bool { return e.value == o.value && e.comment == o.comment }
+
+func (e *element) object() *knftables.Element {
+	el := &knftables.Element{Key: e.key}
+	if e.isMap {
+		el.Map = e.container
+		el.Value = []string{e.value}
+	} else {
+		el.Set = e.container
+	}
+	if e.comment != "" {
+		c := e.comment
+		if len(c) > knftables.CommentLengthMax {
+			c = c[:knftables.CommentLengthMax]
+		}
+		el.Comment = &c
+	}
+	return el
+}
+
+// portObjects is everything one ServicePort puts into the kernel, as computed from the
+// snapshot; the Proxier keeps the last applied one per ServicePort to diff against.
+type portObjects struct {
+	chains []*chain
+	// affinity holds the ClientIP affinity sets, by name, with their timeout.
+	affinity map[string]time.Duration
+	elements []element
+}
+
+func (o *portObjects) chainMap() map[string]*chain {
+	m := make(map[string]*chain, len(o.chains))
+	for _, c := range o.chains {
+		m[c.name] = c
+	}
+	return m
+}

@@ -1,0 +1,176 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// syncTimeout bounds one nft invocation; a full sync of tens of thousands of Services
+// takes seconds, so this only catches a hung nft.
+const syncTimeout = 5 * time.Minute
+
+// Proxier programs one IP family's Services into that family's kube-proxy table.
+type Proxier struct {
+	params Params
+	nft    knftables.Interface
+	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
+	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
+	// now is the clock for delayed chain deletion; tests replace it.
+	now func() time.Time
+	// countRules counts the rules of one of the table's chains: by netlink for the
+	// kernel, through the interface for knftables' fake.
+	countRules func(ctx context.Context, chain string) (int, error)
+
+	mu sync.Mutex
+	// state is what the kernel holds after the last successful sync; nil when that is
+	// unknown (before the first sync, after a failure): the next sync rebuilds the table.
+	state *state
+	// synced is set once a sync succeeded, so Flushed has something to miss.
+	synced atomic.Bool
+	// LastOperations is the number of operations of the last transaction, for logs,
+	// metrics and tests.
+	LastOperations int
+}
+
+// New returns the knftables interface for the family's kube-proxy table. Listing goes
+// over netlink: the nft CLI takes seconds to list a table of ten thousand Services.
+func New(f model.Family) (knftables.Interface, error) {
+	return knftables.New(nftFamily(f), TableName, knftables.UseNetlink)
+}
+
+func nftFamily(f model.Family) knftables.Family {
+	if f == model.IPv6 {
+		return knftables.IPv6Family
+	}
+	return knftables.IPv4Family
+}
+
+// NewProxier returns a Proxier that programs p.Family through nft, whose family must be
+// the same. nodePortIPs, if not nil, is asked at each sync where NodePorts answer;
+// otherwise p.NodePortAll and p.NodePortIPs are used as given.
+func NewProxier(p Params, nft knftables.Interface, nodePortIPs func(node *model.Node) (all bool, ips []netip.Addr)) *Proxier {
+	px := &Proxier{params: p, nft: nft, nodePorts: nodePortIPs, now: time.Now}
+	px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
+	if _, fake := nft.(*knftables.Fake); fake {
+		px.countRules = func(ctx context.Context, chain string) (int, error) {
+			rules, err := nft.ListRules(ctx, chain)
+			if knftables.IsNotFound(err) {
+				return 0, nil
+			}
+			return len(rules), err
+		}
+	}
+	return px
+}
+
+// Family is the IP family this proxier programs.
+func (p *Proxier) Family() model.Family { return p.params.Family }
+
+// Sync writes the snapshot into the kernel in one nft transaction: in full, or
+// (full=false) only what the Services in snap.Changed changed. On error the caller must
+// make the next sync full (this Proxier also forgets what the kernel holds, so its next
+// sync rebuilds the table whatever full says).
+func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := time.Now()
+	params := p.resolveParams(snap.Node)
+	prev := p.state
+	if prev == nil || prev.nodePortAll != params.NodePortAll || !slices.Equal(prev.nodeIPs, params.NodeIPs) {
+		// The fixed rules or the firewall chains depend on these.
+		full = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+
+	var kernel map[string][]string
+	if full && prev != nil {
+		// A table flushed behind our back (nft flush table) keeps its chains, empty:
+		// then nothing of it can be trusted and it is rebuilt like on the first sync.
+		if n, err := p.countRules(ctx, chainServices); err != nil || n == 0 {
+			prev = nil
+		}
+	}
+	if full && prev != nil {
+		objs, err := p.nft.ListAll(ctx)
+		switch {
+		case knftables.IsNotFound(err):
+			// The table is gone (nft flush ruleset): everything is re-added.
+		case err != nil:
+			p.state = nil
+			return fmt.Errorf("%s nftables: listing table %s: %w", params.Family, TableName, err)
+		default:
+			kernel = objs
+		}
+	}
+	tx := p.nft.NewTransaction()
+	next := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel, now: p.now()})
+	if err := p.nft.Run(ctx, tx); err != nil {
+		p.state = nil
+		klog.V(4).InfoS("Failed nftables transaction", "family", params.Family, "transaction", tx.String())
+		return fmt.Errorf("%s nftables: transaction of %d operations (full=%v) failed: %w",
+			params.Family, tx.NumOperations(), full || prev == nil, err)
+	}
+	p.state = next
+	p.LastOperations = tx.NumOperations()
+	p.synced.Store(true)
+	klog.V(2).InfoS("Synced nftables rules", "family", params.Family, "full", full || prev == nil,
+		"services", len(snap.Services), "changed", len(snap.Changed), "operations", tx.NumOperations(),
+		"elapsed", time.Since(start))
+	return nil
+}
+
+// resolveParams fills in the per-sync parts of the params: the node's addresses of the
+// family and where NodePorts answer.
+func (p *Proxier) resolveParams(node *model.Node) Params {
+	params := p.params
+	params.NodeIPs = nil
+	if node != nil {
+		params.NodeIPs = familyAddrs(node.Addresses, params.Family)
+	}
+	if p.nodePorts != nil {
+		all, ips := p.nodePorts(node)
+		params.NodePortAll, params.NodePortIPs = all, ips
+	}
+	return params
+}
+
+// Flushed reports whether the table was deleted or flushed behind kproxy's back (nft
+// flush ruleset, a firewall reload): the services chain always holds rules, so one
+// `nft list chain` tells. Cheap enough to be called every second.
+func (p *Proxier) Flushed() bool {
+	if !p.synced.Load() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := p.countRules(ctx, chainServices)
+	if err != nil {
+		klog.V(2).InfoS("Cannot check the nftables table", "family", p.params.Family, "err", err)
+		return false
+	}
+	return n == 0
+}
+
+// Cleanup deletes the family's kube-proxy table (kproxy's or upstream kube-proxy's),
+// with everything in it. A missing table is not an error.
+func Cleanup(nft knftables.Interface) error {
+	tx := nft.NewTransaction()
+	// Adding first makes the delete succeed when the table does not exist.
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	if err := nft.Run(context.Background(), tx); err != nil && !knftables.IsNotFound(err) {
+		return fmt.Errorf("deleting nftables table %s: %w", TableName, err)
+	}
+	return nil
+}

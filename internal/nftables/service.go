@@ -1,0 +1,213 @@
+package nftables
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// portObjectsFor computes what one ServicePort puts into the kernel. The decisions
+// (which chains, REJECT or DROP, the external chain's short-circuits, the firewall) are
+// upstream kube-proxy's, and the same as the iptables backend's. It returns nil when the
+// port has no ClusterIP of the family.
+func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node *model.Node) *portObjects {
+	fam := p.Family
+	clusterIP, ok := sp.ClusterIP(fam)
+	if !ok {
+		return nil
+	}
+	clusterIP = clusterIP.Unmap()
+	o := &portObjects{}
+	ip := p.ipKeyword()
+	name := sp.Name.String()
+	proto := sp.ProtocolLower()
+	port := itoa(sp.Port)
+	base := portBase(sp)
+
+	sets := model.CategorizeEndpoints(familyEndpoints(eps, fam), sp, node)
+	usesCluster := len(sets.Cluster) > 0 && sp.UsesClusterEndpoints()
+	usesLocal := len(sets.Local) > 0 && sp.UsesLocalEndpoints()
+	clusterChain, localChain := "", ""
+	if usesCluster {
+		clusterChain = prefixService + base
+	}
+	if usesLocal {
+		localChain = prefixLocal + base
+	}
+	hasEndpoints := sets.HasAny
+	internalChain, hasInternal := clusterChain, hasEndpoints
+	if sp.InternalPolicyLocal {
+		internalChain = localChain
+		hasInternal = hasInternal && len(sets.Local) > 0
+	}
+	externalPolicyChain, hasExternal := clusterChain, hasEndpoints
+	if sp.ExternalPolicyLocal {
+		externalPolicyChain = localChain
+		hasExternal = hasExternal && len(sets.Local) > 0
+	}
+	externalIPs := familyAddrs(sp.ExternalIPs, fam)
+	lbIPs := familyAddrs(sp.LoadBalancerIPs, fam)
+	ranges := familyPrefixes(sp.LoadBalancerSourceRanges, fam)
+	externalChain := prefixExternal + base
+	usesExternal := hasEndpoints && (sp.NodePort != 0 || len(externalIPs) > 0 || len(lbIPs) > 0)
+	// Unlike iptables, the firewall filters before DNAT, so it exists even without
+	// endpoints: traffic from outside the ranges is dropped, not rejected.
+	usesFW := len(lbIPs) > 0 && len(ranges) > 0 && !allowsAll(ranges)
+	firewallChain := prefixFirewall + base
+
+	// What happens to traffic that finds no usable endpoint: REJECT when the Service
+	// has none at all, DROP when it only lacks local ones.
+	internalVerdict, externalVerdict := "goto "+chainReject, "goto "+chainReject
+	if hasEndpoints {
+		internalVerdict, externalVerdict = "drop", "drop"
+	}
+	target := func(addr string) []string { return []string{addr, proto, port} }
+	addMap := func(m string, key []string, verdict, comment string) {
+		o.elements = append(o.elements, element{container: m, isMap: true, key: key, value: verdict, comment: comment})
+	}
+
+	// The ClusterIP. Every port adds it to cluster-ips, so other ports of it are rejected.
+	o.elements = append(o.elements, element{container: setClusterIPs, key: []string{clusterIP.String()}})
+	if hasInternal {
+		addMap(mapServiceIPs, target(clusterIP.String()), "goto "+internalChain, "")
+	} else {
+		addMap(mapNoEndpointServices, target(clusterIP.String()), internalVerdict, name)
+	}
+	// externalIPs.
+	for _, a := range externalIPs {
+		if hasEndpoints {
+			addMap(mapServiceIPs, target(a.String()), "goto "+externalChain, "")
+		}
+		if !hasExternal {
+			addMap(mapNoEndpointServices, target(a.String()), externalVerdict, name)
+		}
+	}
+	// LoadBalancer ingress IPs.
+	for _, a := range lbIPs {
+		if hasEndpoints {
+			addMap(mapServiceIPs, target(a.String()), "goto "+externalChain, "")
+		}
+		if usesFW {
+			addMap(mapFirewallIPs, target(a.String()), "goto "+firewallChain, "")
+		}
+		if !hasExternal {
+			addMap(mapNoEndpointServices, target(a.String()), externalVerdict, name)
+		}
+	}
+	// The NodePort; NodePorts are not subject to loadBalancerSourceRanges.
+	if sp.NodePort != 0 {
+		np := []string{proto, itoa(sp.NodePort)}
+		if hasEndpoints {
+			addMap(mapServiceNodePorts, np, "goto "+externalChain, "")
+		}
+		if !hasExternal {
+			addMap(mapNoEndpointNodePorts, np, externalVerdict, name)
+		}
+	}
+
+	if usesFW {
+		fw := &chain{name: firewallChain}
+		sources := make([]string, 0, len(ranges))
+		allowFromNode := false
+		for _, r := range ranges {
+			sources = append(sources, r.String())
+			for _, nip := range p.NodeIPs {
+				allowFromNode = allowFromNode || r.Contains(nip.Unmap())
+			}
+		}
+		// A node reaching its own LB VIP loops back with the VIP as source.
+		if allowFromNode {
+			for _, a := range lbIPs {
+				sources = append(sources, a.String())
+			}
+		}
+		fw.add("", ip, "saddr", "!=", "{", strings.Join(sources, ", "), "}", "drop")
+		o.chains = append(o.chains, fw)
+	}
+
+	if usesExternal {
+		ext := &chain{name: externalChain}
+		mark := "mark set mark or " + p.masqMark()
+		if !sp.ExternalPolicyLocal {
+			ext.add("masquerade", mark)
+		} else {
+			// Pod traffic to an external destination is not subject to the traffic
+			// policy (as if it went out to the load balancer and came back in).
+			if p.LocalDetector.Implemented() && clusterChain != "" {
+				ext.add("short-circuit pod traffic", p.LocalDetector.ifLocal, "goto", clusterChain)
+			}
+			// Traffic from the node itself must be masqueraded: its source would be
+			// the external IP itself.
+			ext.add("masquerade local traffic", "fib saddr type local", mark)
+			if clusterChain != "" {
+				ext.add("short-circuit local traffic", "fib saddr type local goto", clusterChain)
+			}
+		}
+		if hasExternal {
+			ext.add("", "goto", externalPolicyChain)
+		}
+		o.chains = append(o.chains, ext)
+	}
+
+	affine := sp.StickyMaxAgeSeconds > 0
+	if usesCluster {
+		o.chains = append(o.chains, endpointDispatch(p, sp, clusterChain, sets.Cluster))
+	}
+	if usesLocal {
+		o.chains = append(o.chains, endpointDispatch(p, sp, localChain, sets.Local))
+	}
+	for _, ep := range sets.AllReachable {
+		// Hairpin: a local pod reaching itself through the Service must see another
+		// source, or its reply would not go back through the DNAT. Remote endpoints
+		// hairpin through their own node.
+		if ep.IsLocal {
+			o.elements = append(o.elements, element{container: setHairpinConnections,
+				key: []string{ep.IP.Unmap().String(), ep.IP.Unmap().String(), proto, itoa(ep.Port)}})
+		}
+		if !affine {
+			continue
+		}
+		eb := endpointBase(sp, ep)
+		if o.affinity == nil {
+			o.affinity = map[string]time.Duration{}
+		}
+		o.affinity[prefixAffinity+eb] = time.Duration(sp.StickyMaxAgeSeconds) * time.Second
+		c := &chain{name: prefixEndpoint + eb}
+		c.add("", "update", "@"+prefixAffinity+eb, "{", ip, "saddr", "}")
+		c.add("", "meta l4proto", proto, "dnat to", ep.AddrPort().String())
+		o.chains = append(o.chains, c)
+	}
+	return o
+}
+
+// endpointDispatch writes a service- or local- chain: it picks one endpoint at random
+// with numgen. Without affinity it DNATs straight from a map (no per-endpoint chains);
+// with ClientIP affinity it first sends known clients to their endpoint's chain, which
+// refreshes the client in the endpoint's affinity set.
+func endpointDispatch(p *Params, sp *model.ServicePort, name string, eps []*model.Endpoint) *chain {
+	c := &chain{name: name}
+	ip, proto := p.ipKeyword(), sp.ProtocolLower()
+	n := itoa(len(eps))
+	if sp.StickyMaxAgeSeconds > 0 {
+		targets := make([]string, len(eps))
+		for i, ep := range eps {
+			eb := endpointBase(sp, ep)
+			c.add("", ip, "saddr", "@"+prefixAffinity+eb, "goto", prefixEndpoint+eb)
+			targets[i] = fmt.Sprintf("%d : goto %s", i, prefixEndpoint+eb)
+		}
+		c.add("", "numgen random mod", n, "vmap {", strings.Join(targets, " , "), "}")
+		return c
+	}
+	if len(eps) == 1 {
+		c.add("", "meta l4proto", proto, "dnat to", eps[0].AddrPort().String())
+		return c
+	}
+	targets := make([]string, len(eps))
+	for i, ep := range eps {
+		targets[i] = fmt.Sprintf("%d : %s . %d", i, ep.IP.Unmap(), ep.Port)
+	}
+	c.add("", "meta l4proto", proto, "dnat", ip, "addr . port to numgen random mod", n, "map {", strings.Join(targets, " , "), "}")
+	return c
+}
