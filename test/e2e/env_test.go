@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,11 +30,22 @@ var node1Addrs = map[string]bool{cluster.Node1IP: true, cluster.Node1PodGW: true
 type env struct {
 	c     *cluster.Cluster
 	proxy *cluster.Process
+	// mode is kproxy's --proxy-mode for this run of the suite.
+	mode string
 }
 
-func (e *env) startProxy(t *testing.T) {
+// modes are the proxy modes every case runs in; KPROXY_E2E_MODES narrows them
+// (comma-separated) when debugging one mode.
+func modes() []string {
+	if m := os.Getenv("KPROXY_E2E_MODES"); m != "" {
+		return strings.Split(m, ",")
+	}
+	return []string{"iptables", "nftables"}
+}
+
+func (e *env) startProxy(t *testing.T, args ...string) {
 	t.Helper()
-	p, err := e.c.StartKproxy()
+	p, err := e.c.StartKproxy(append([]string{"--proxy-mode", e.mode}, args...)...)
 	if err != nil {
 		t.Fatalf("start kproxy: %v", err)
 	}
@@ -55,9 +67,13 @@ func (e *env) dumpOnFailure(t *testing.T, services ...string) {
 		if !t.Failed() {
 			return
 		}
-		dump := e.c.IPTablesSave(cluster.KproxyNode)
-		for _, s := range services {
-			t.Logf("iptables-save -c of node1, lines mentioning %s/%s:\n%s", ns, s, cluster.RulesMatching(dump, ns+"/"+s))
+		if e.mode == "nftables" {
+			t.Logf("nft list ruleset of node1:\n%s", e.c.NFTListRuleset(cluster.KproxyNode))
+		} else {
+			dump := e.c.IPTablesSave(cluster.KproxyNode)
+			for _, s := range services {
+				t.Logf("iptables-save -c of node1, lines mentioning %s/%s:\n%s", ns, s, cluster.RulesMatching(dump, ns+"/"+s))
+			}
 		}
 		if e.proxy != nil {
 			t.Logf("kproxy log %s (tail):\n%s", e.proxy.LogPath, tail(e.proxy.Logs(), 40))
@@ -112,26 +128,41 @@ func (e *env) setEndpoints(t *testing.T, svc cluster.Service, pods ...string) {
 }
 
 // clusterIP is the Service's ClusterIP: the one in its manifest, or the one kproxy
-// allocated (read back from the iptables rules).
+// allocated (read from its state directory, the same in every mode).
 func (e *env) clusterIP(t *testing.T, svc cluster.Service, port string) string {
 	t.Helper()
 	if svc.ClusterIP != "" {
 		return svc.ClusterIP
 	}
-	ip, err := e.c.WaitClusterIP(svc.PortName(port), firstSync)
+	ip, err := e.c.WaitAllocatedIP(svc.Namespace+"/"+svc.Name, firstSync)
 	if err != nil {
 		t.Fatalf("allocated ClusterIP of %s: %v", svc.PortName(port), err)
 	}
 	return ip
 }
 
+// nodePort is the NodePort kproxy allocated to the named port of svc.
 func (e *env) nodePort(t *testing.T, svc cluster.Service, port string) int {
 	t.Helper()
-	np, err := e.c.WaitNodePort(svc.PortName(port), firstSync)
-	if err != nil {
-		t.Fatalf("NodePort of %s: %v", svc.PortName(port), err)
+	for _, p := range svc.Ports {
+		if p.Name != port {
+			continue
+		}
+		if p.NodePort != 0 {
+			return int(p.NodePort)
+		}
+		proto := p.Protocol
+		if proto == "" {
+			proto = "TCP"
+		}
+		np, err := e.c.WaitAllocatedNodePort(svc.Namespace+"/"+svc.Name, fmt.Sprintf("%s/%d", proto, p.Port), firstSync)
+		if err != nil {
+			t.Fatalf("NodePort of %s: %v", svc.PortName(port), err)
+		}
+		return np
 	}
-	return np
+	t.Fatalf("%s has no port named %q", svc.PortName(""), port)
+	return 0
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }

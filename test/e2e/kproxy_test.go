@@ -11,8 +11,14 @@ import (
 // case uses its own Services; the cases that kill or clean up kproxy come last.
 func TestKproxy(t *testing.T) {
 	requireKproxy(t)
+	for _, mode := range modes() {
+		t.Run(mode, func(t *testing.T) { runKproxyCases(t, mode) })
+	}
+}
+
+func runKproxyCases(t *testing.T, mode string) {
 	c := newCluster(t)
-	e := &env{c: c}
+	e := &env{c: c, mode: mode}
 	nodes := cluster.Documents(
 		cluster.NodeYAML("node1", cluster.Node1IP, "10.244.1.0/24"),
 		cluster.NodeYAML("node2", cluster.Node2IP, "10.244.2.0/24"),
@@ -22,7 +28,9 @@ func TestKproxy(t *testing.T) {
 	}
 	e.startProxy(t)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && mode == "nftables" {
+			t.Logf("nft list ruleset of node1 at the end:\n%s", c.NFTListRuleset(cluster.KproxyNode))
+		} else if t.Failed() {
 			t.Logf("iptables-save -c of node1 at the end:\n%s", c.IPTablesSave(cluster.KproxyNode))
 			t.Logf("kproxy state dir files: %v", c.StateFiles())
 		}

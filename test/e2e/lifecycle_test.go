@@ -226,6 +226,10 @@ func testCleanup(t *testing.T, e *env) {
 	if err != nil {
 		t.Errorf("kproxy --cleanup: %v\n%s", err, out)
 	}
+	// Whatever the mode, nothing of any mode may remain.
+	if rs := e.c.NFTListRuleset(cluster.KproxyNode); strings.Contains(rs, "kube-proxy") {
+		t.Errorf("after --cleanup the nftables table remains:\n%s", rs)
+	}
 	dump := e.c.IPTablesSave(cluster.KproxyNode)
 	if chains := cluster.KubeChains(dump); len(chains) > 0 {
 		t.Errorf("after --cleanup these KUBE-* chains remain: %v\n%s", chains, dump)

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nftables"
+	"github.com/kproxy/kproxy/internal/nodeaddr"
+	"github.com/kproxy/kproxy/internal/proxy"
+)
+
+// newBackends returns the configured mode's backend for each IP family, after removing
+// the rules of the other modes (kproxy's or an upstream kube-proxy's), so that
+// switching modes on a node leaves no stale rules behind.
+func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, error) {
+	var backends []proxy.Backend
+	for _, f := range families() {
+		switch cfg.Mode {
+		case "iptables":
+			cleanupNFTables(f)
+			backends = append(backends, iptables.NewProxier(iptablesParams(cfg, f), iptables.NewRunner(f), nodePortIPs(sel, f)))
+		case "nftables":
+			if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
+				klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
+			}
+			nft, err := nftables.New(f)
+			if err != nil {
+				return nil, fmt.Errorf("nftables mode, %s: %w", f, err)
+			}
+			backends = append(backends, nftables.NewProxier(nftablesParams(cfg, f), nft, nodePortIPs(sel, f)))
+		default:
+			return nil, fmt.Errorf("--proxy-mode %s is not implemented yet (implemented: iptables, nftables)", cfg.Mode)
+		}
+	}
+	return backends, nil
+}
+
+// families are the IP families this node can proxy: IPv4, and IPv6 when the kernel has
+// it and ip6tables works.
+func families() []model.Family {
+	fs := []model.Family{model.IPv4}
+	if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
+		if exec.Command("ip6tables", "-w", "5", "-t", "nat", "-S", "POSTROUTING").Run() == nil {
+			fs = append(fs, model.IPv6)
+		}
+	}
+	return fs
+}
+
+func iptablesParams(cfg *config.Config, f model.Family) iptables.Params {
+	p := iptables.Params{
+		Family:             f,
+		MasqueradeAll:      cfg.MasqueradeAll,
+		MasqueradeBit:      cfg.MasqueradeBit,
+		LocalhostNodePorts: cfg.LocalhostNodePorts,
+		DropInvalid:        !cfg.Conntrack.TCPBeLiberal && !tcpBeLiberal(),
+	}
+	switch cfg.DetectLocalMode {
+	case "BridgeInterface":
+		p.LocalDetector = iptables.DetectByBridge(cfg.BridgeInterface)
+	case "InterfaceNamePrefix":
+		p.LocalDetector = iptables.DetectByInterfacePrefix(cfg.InterfaceNamePrefix)
+	case "NodeCIDR":
+		p.DetectLocalByNodeCIDR = true
+	default: // ClusterCIDR
+		if c, ok := clusterCIDR(cfg, f); ok {
+			p.LocalDetector = iptables.DetectByCIDR(c)
+		}
+	}
+	return p
+}
+
+func nftablesParams(cfg *config.Config, f model.Family) nftables.Params {
+	p := nftables.Params{Family: f, MasqueradeAll: cfg.MasqueradeAll, MasqueradeBit: cfg.MasqueradeBit}
+	switch cfg.DetectLocalMode {
+	case "BridgeInterface":
+		p.LocalDetector = nftables.DetectByBridge(cfg.BridgeInterface)
+	case "InterfaceNamePrefix":
+		p.LocalDetector = nftables.DetectByInterfacePrefix(cfg.InterfaceNamePrefix)
+	default: // ClusterCIDR (NodeCIDR falls back to it in this mode)
+		if c, ok := clusterCIDR(cfg, f); ok {
+			p.LocalDetector = nftables.DetectByCIDR(c)
+		}
+	}
+	// Only the standalone source allocates from --service-cluster-ip-range; on a cluster
+	// the API server's ranges may differ, and dropping traffic to "unallocated" addresses
+	// of a wrong range would break Services.
+	if cfg.Manifests != "" {
+		for _, r := range cfg.ServiceClusterIPRanges {
+			if model.FamilyOf(r.Addr()) == f {
+				p.ServiceCIDRs = append(p.ServiceCIDRs, r)
+			}
+		}
+	}
+	return p
+}
+
+func clusterCIDR(cfg *config.Config, f model.Family) (netip.Prefix, bool) {
+	for _, c := range cfg.ClusterCIDRs {
+		if model.FamilyOf(c.Addr()) == f {
+			return c, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// tcpBeLiberal reads the sysctl that makes upstream omit the INVALID drop rule.
+func tcpBeLiberal() bool {
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+	return err == nil && len(b) > 0 && b[0] != '0'
+}
+
+func nodePortIPs(sel *nodeaddr.Selector, f model.Family) func(*model.Node) (bool, []netip.Addr) {
+	return func(node *model.Node) (bool, []netip.Addr) {
+		if sel.MatchesAll() {
+			return true, nil
+		}
+		local, err := nodeaddr.LocalAddrs()
+		if err != nil {
+			klog.ErrorS(err, "Cannot list local addresses for NodePorts")
+		}
+		return false, sel.Resolve(f, node, local)
+	}
+}
+
+func cleanupNFTables(f model.Family) {
+	nft, err := nftables.New(f)
+	if err != nil {
+		klog.V(2).InfoS("nftables not available; nothing of it to remove", "family", f, "err", err)
+		return
+	}
+	if err := nftables.Cleanup(nft); err != nil {
+		klog.ErrorS(err, "Removing nftables-mode rules failed", "family", f)
+	}
+}
+
+// cleanup removes the rules of every mode and family (kproxy's, or an upstream
+// kube-proxy's: the names are the same).
+func cleanup() error {
+	var errs []error
+	for _, f := range families() {
+		if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
+			errs = append(errs, fmt.Errorf("iptables %s: %w", f, err))
+		}
+		if nft, err := nftables.New(f); err == nil {
+			if err := nftables.Cleanup(nft); err != nil {
+				errs = append(errs, fmt.Errorf("nftables %s: %w", f, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
