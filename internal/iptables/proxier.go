@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -22,6 +23,9 @@ type Proxier struct {
 	chains map[string]struct{}
 	// LastRuleset is the last ruleset written, for metrics and tests.
 	LastRuleset *Ruleset
+	// programmed is set once a sync succeeded: only then can a missing canary mean a
+	// flush. Flushed reads it from another goroutine, hence atomic.
+	programmed atomic.Bool
 }
 
 // NewProxier returns a Proxier. nodePortIPs may be nil, meaning every local address.
@@ -101,6 +105,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	p.chains = rs.ActiveChains
 	p.LastRuleset = rs
+	p.programmed.Store(true)
 	metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
 	metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
 	metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
@@ -129,7 +134,7 @@ func (p *Proxier) setupKernel() error {
 
 // Flushed reports whether someone removed kproxy's canary chain (iptables -F / -X,
 // a firewall restart): the rules must then be rewritten in full.
-func (p *Proxier) Flushed() bool { return p.chains != nil && !canaryPresent(p.runner) }
+func (p *Proxier) Flushed() bool { return p.programmed.Load() && !canaryPresent(p.runner) }
 
 // Cleanup removes all of this backend's rules from the kernel.
 func (p *Proxier) Cleanup() error { return Cleanup(p.runner) }
