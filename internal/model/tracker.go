@@ -1,7 +1,8 @@
 package model
 
 import (
-	"net/netip"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,8 +156,8 @@ func (t *Tracker) OnNodeUpsert(node *v1.Node) {
 		}
 	}
 	t.changed(func() {
-		if old := t.node; old != nil && old.Zone() == n.Zone() && equalAddrs(old.Addresses, n.Addresses) &&
-			equalLabels(old.Labels, n.Labels) && equalPrefixes(old.PodCIDRs, n.PodCIDRs) {
+		if old := t.node; old != nil && old.Zone() == n.Zone() && slices.Equal(old.Addresses, n.Addresses) &&
+			maps.Equal(old.Labels, n.Labels) && slices.Equal(old.PodCIDRs, n.PodCIDRs) {
 			return
 		}
 		t.node = n
@@ -282,40 +283,4 @@ func (t *Tracker) MarkAllChanged() {
 	for nn := range t.ports {
 		t.dirty[nn] = struct{}{}
 	}
-}
-
-func equalAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalPrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalLabels(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
