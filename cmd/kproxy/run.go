@@ -16,6 +16,7 @@ import (
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
+	"github.com/kproxy/kproxy/internal/portreserve"
 	"github.com/kproxy/kproxy/internal/proxy"
 )
 
@@ -47,16 +48,27 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	var p *proxy.Proxy
+	nodePorts := portreserve.New(cfg.SyncPeriod, portreserve.Hooks{
+		Failure: func(port portreserve.Port) {
+			metrics.NodePortReservationFailuresTotal.WithLabelValues(port.Protocol).Inc()
+		},
+		Held: recordReserved,
+	})
+	defer nodePorts.Close()
 	health := healthcheck.NewProxyHealth(2*cfg.SyncPeriod, func() (time.Time, time.Time) { return p.Status() }, nil)
 	serviceHealth := healthcheck.NewServiceHealth(healthCheckAddrs(selector), health.Healthy)
 	defer serviceHealth.Stop()
 	p = proxy.New(cfg.NodeName, backends, proxy.Options{
-		MinSyncPeriod:      cfg.MinSyncPeriod,
-		SyncPeriod:         cfg.SyncPeriod,
-		FlushCheckInterval: time.Second,
+		MinSyncPeriod: cfg.MinSyncPeriod,
+		SyncPeriod:    cfg.SyncPeriod,
+		// Several times a second: the checks are netlink reads (iptables-nft, nftables)
+		// or a few execs (iptables-legacy), and a flushed node drops Service traffic.
+		FlushCheckInterval: 200 * time.Millisecond,
 		Conntrack:          conntrack.NewCleaner(),
+		SyncFailed:         syncFailureMetric(cfg.Mode),
 		AfterSync: func(snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
+			nodePorts.Sync(portreserve.FromSnapshot(snap))
 		},
 	})
 
@@ -83,11 +95,6 @@ func run(cfg *config.Config) error {
 	}
 }
 
-
-
-
-
-
 // healthCheckAddrs are the addresses health check node ports listen on: those that
 // accept NodePorts (every address when nodePortAddresses selects all).
 func healthCheckAddrs(sel *nodeaddr.Selector) []netip.Addr {
@@ -103,4 +110,31 @@ func healthCheckAddrs(sel *nodeaddr.Selector) []netip.Addr {
 		out = append(out, sel.Resolve(f, nil, local)...)
 	}
 	return out
+}
+
+// syncFailureMetric counts failed syncs in the mode's own metric; iptables mode counts
+// its failed restores inside the backend, which knows full from partial restores.
+func syncFailureMetric(mode string) func(model.Family, bool, error) {
+	if mode != "nftables" {
+		return nil
+	}
+	for _, f := range families() {
+		// Present at 0 from the start, so rate() and alerts work before a failure.
+		metrics.NFTablesSyncFailuresTotal.WithLabelValues(f.String())
+		metrics.NFTablesCleanupFailuresTotal.WithLabelValues(f.String())
+	}
+	return func(f model.Family, _ bool, _ error) {
+		metrics.NFTablesSyncFailuresTotal.WithLabelValues(f.String()).Inc()
+	}
+}
+
+// recordReserved sets the gauge of held NodePort sockets per protocol.
+func recordReserved(held []portreserve.Port) {
+	n := map[string]float64{"TCP": 0, "UDP": 0}
+	for _, p := range held {
+		n[p.Protocol]++
+	}
+	for proto, v := range n {
+		metrics.NodePortsReserved.WithLabelValues(proto).Set(v)
+	}
 }

@@ -20,17 +20,22 @@ type Runner interface {
 	Run(args ...string) error
 }
 
-// execRunner runs the real binaries of one family.
+// execRunner runs the real binaries of one family and flavour.
 type execRunner struct {
+	family                  model.Family
+	flavour                 Flavour
 	iptables, restore, save string
 }
 
-// NewRunner returns a Runner for the family's binaries (iptables or ip6tables).
-func NewRunner(f model.Family) Runner {
-	if f == model.IPv6 {
-		return &execRunner{iptables: "ip6tables", restore: "ip6tables-restore", save: "ip6tables-save"}
-	}
-	return &execRunner{iptables: "iptables", restore: "iptables-restore", save: "iptables-save"}
+// NewRunner returns a Runner for the family's binaries in the node's flavour
+// (Detected): iptables-nft or iptables-legacy, never the "iptables" alternative,
+// which may point at the other one.
+func NewRunner(f model.Family) Runner { return NewFlavourRunner(f, Detected()) }
+
+// NewFlavourRunner returns a Runner for the family's binaries of the given flavour.
+func NewFlavourRunner(f model.Family, fl Flavour) Runner {
+	b := BinariesFor(f, fl)
+	return &execRunner{family: f, flavour: fl, iptables: b.IPTables, restore: b.Restore, save: b.Save}
 }
 
 func (r *execRunner) Restore(data []byte) error {

@@ -23,6 +23,8 @@ type Proxier struct {
 	chains map[string]struct{}
 	// LastRuleset is the last ruleset written, for metrics and tests.
 	LastRuleset *Ruleset
+	// rules counts the rules of each chain in the kernel, for the total metric.
+	rules ruleCounts
 	// programmed is set once a sync succeeded: only then can a missing canary mean a
 	// flush. Flushed reads it from another goroutine, hence atomic.
 	programmed atomic.Bool
@@ -105,11 +107,15 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	p.chains = rs.ActiveChains
 	p.LastRuleset = rs
+	if p.rules == nil {
+		p.rules = ruleCounts{}
+	}
+	p.rules.apply(rs.Data, full)
 	p.programmed.Store(true)
 	metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
 	metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
-	metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
-	metrics.IPTablesRulesTotal.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
+	metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(p.rules.total("filter")))
+	metrics.IPTablesRulesTotal.WithLabelValues("nat", fam).Set(float64(p.rules.total("nat")))
 	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(rs.NoLocalEndpoints["internal"]))
 	metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(rs.NoLocalEndpoints["external"]))
 	klog.V(2).InfoS("Synced iptables rules", "family", params.Family, "full", full,
@@ -132,9 +138,9 @@ func (p *Proxier) setupKernel() error {
 	return nil
 }
 
-// Flushed reports whether someone removed kproxy's canary chain (iptables -F / -X,
+// Flushed reports whether someone removed kproxy's canary chain or emptied its chains (iptables -F / -X,
 // a firewall restart): the rules must then be rewritten in full.
-func (p *Proxier) Flushed() bool { return p.programmed.Load() && !canaryPresent(p.runner) }
+func (p *Proxier) Flushed() bool { return p.programmed.Load() && rulesFlushed(p.runner) }
 
 // Cleanup removes all of this backend's rules from the kernel.
 func (p *Proxier) Cleanup() error { return Cleanup(p.runner) }

@@ -79,6 +79,17 @@ var (
 		Namespace: namespace, Name: "sync_proxy_rules_iptables_partial_restore_failures_total",
 		Help: "Cumulative proxy iptables partial restore failures",
 	}, []string{"ip_family"})
+	NFTablesSyncFailuresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "sync_proxy_rules_nftables_sync_failures_total",
+		Help: "Cumulative proxy nftables sync failures",
+	}, []string{"ip_family"})
+	// NFTablesCleanupFailuresTotal counts failed transactions that delete stale
+	// objects. Upstream runs them apart from the sync; kproxy deletes stale chains in
+	// the sync's own transaction, so this stays 0 unless that changes.
+	NFTablesCleanupFailuresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "sync_proxy_rules_nftables_cleanup_failures_total",
+		Help: "Cumulative proxy nftables cleanup failures",
+	}, []string{"ip_family"})
 	ProxyHealthzTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "proxy_healthz_total",
 		Help: "Cumulative proxy healthz HTTP status",
@@ -106,7 +117,9 @@ func init() {
 		SyncProxyRulesLastTimestamp, SyncProxyRulesLastQueuedTimestamp, NetworkProgrammingLatency,
 		EndpointChangesTotal, ServiceChangesTotal, NoLocalEndpointsTotal,
 		IPTablesRulesTotal, IPTablesRulesLastSync, IPTablesRestoreFailuresTotal, IPTablesPartialRestoreFailuresTotal,
+		NFTablesSyncFailuresTotal, NFTablesCleanupFailuresTotal,
 		ProxyHealthzTotal, ProxyLivezTotal,
+		NodePortReservationFailuresTotal, NodePortsReserved,
 		ConntrackReconcilerSyncDuration, ConntrackReconcilerDeletedEntriesTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

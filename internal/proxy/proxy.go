@@ -37,8 +37,13 @@ type Options struct {
 	// full resyncs (and of retries after a failure).
 	MinSyncPeriod, SyncPeriod time.Duration
 	// FlushCheckInterval is how often backends are asked whether they were flushed.
+	// The check must be cheap: recovery from a flush takes up to this long plus one
+	// full sync (and MinSyncPeriod, when a sync ran just before).
 	FlushCheckInterval time.Duration
-	Conntrack          ConntrackCleaner
+	// SyncFailed, if set, is called for each backend whose sync failed (metrics
+	// that depend on the mode).
+	SyncFailed func(f model.Family, full bool, err error)
+	Conntrack  ConntrackCleaner
 	// AfterSync, if set, is called after each successful sync (health, metrics).
 	AfterSync func(snap *model.Snapshot, full bool, took time.Duration)
 }
@@ -58,6 +63,8 @@ type Proxy struct {
 	queuedAt  time.Time // first change not yet synced (zero when none)
 	syncedAt  time.Time // last successful sync
 	forceFull bool      // a backend was flushed: the next sync is full
+	flushedAt time.Time // when a flush was noticed, until the rules are back
+	failing   bool      // the last sync failed: the runner retries it, watchers wait
 }
 
 // New returns the loop for the node named nodeName.
@@ -111,11 +118,23 @@ func (p *Proxy) watchFlushes(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		p.mu.Lock()
+		waiting := p.forceFull || p.failing || !p.flushedAt.IsZero()
+		p.mu.Unlock()
+		if waiting {
+			// A full sync is already due or running (the rules are not back before
+			// it ends), or failing and retried every SyncPeriod: asking again would
+			// only repeat the work several times a second.
+			continue
+		}
 		for _, b := range p.backends {
 			if b.Flushed() {
 				klog.InfoS("Rules were flushed behind kproxy's back; restoring them", "family", b.Family())
 				p.mu.Lock()
 				p.forceFull = true
+				if p.flushedAt.IsZero() {
+					p.flushedAt = time.Now()
+				}
 				p.mu.Unlock()
 				p.queue()
 				break
@@ -148,6 +167,9 @@ func (p *Proxy) sync() error {
 		bstart := time.Now()
 		if err := b.Sync(snap, full); err != nil {
 			errs = append(errs, err)
+			if p.opts.SyncFailed != nil {
+				p.opts.SyncFailed(b.Family(), full, err)
+			}
 			continue
 		}
 		observeSync(b.Family(), full, bstart, snap.TriggerTimes)
@@ -160,6 +182,7 @@ func (p *Proxy) sync() error {
 		if p.queuedAt.IsZero() || (!queuedAt.IsZero() && queuedAt.Before(p.queuedAt)) {
 			p.queuedAt = queuedAt
 		}
+		p.failing = true
 		p.mu.Unlock()
 		return err
 	}
@@ -170,7 +193,15 @@ func (p *Proxy) sync() error {
 	took := time.Since(start)
 	p.mu.Lock()
 	p.syncedAt = time.Now()
+	p.failing = false
+	flushedAt := p.flushedAt
+	if full {
+		p.flushedAt = time.Time{}
+	}
 	p.mu.Unlock()
+	if full && !flushedAt.IsZero() {
+		klog.InfoS("Rules restored after a flush", "sinceNoticed", p.syncedAt.Sub(flushedAt), "syncTook", took)
+	}
 	if p.opts.AfterSync != nil {
 		p.opts.AfterSync(snap, full, took)
 	}
