@@ -17,6 +17,10 @@ type Params struct {
 	MasqueradeBit int
 	// LocalDetector tells pod traffic from other traffic; the zero value detects nothing.
 	LocalDetector LocalDetector
+	// DetectLocalByNodeCIDR makes the proxier derive LocalDetector from the Node's
+	// podCIDR of the family at each sync (detect-local mode NodeCIDR); with no Node or
+	// no podCIDR of the family it detects nothing, like upstream.
+	DetectLocalByNodeCIDR bool
 	// NodePortAll means NodePorts answer on every local address except loopback;
 	// otherwise only on NodePortIPs (loopback addresses among them are ignored).
 	NodePortAll bool

@@ -86,7 +86,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	start := time.Now()
 	params := p.resolveParams(snap.Node)
 	prev := p.state
-	if prev == nil || prev.nodePortAll != params.NodePortAll || !slices.Equal(prev.nodeIPs, params.NodeIPs) {
+	if prev == nil || prev.nodePortAll != params.NodePortAll || !slices.Equal(prev.nodeIPs, params.NodeIPs) || prev.detector != params.LocalDetector {
 		// The fixed rules or the firewall chains depend on these.
 		full = true
 	}
@@ -131,12 +131,23 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 }
 
 // resolveParams fills in the per-sync parts of the params: the node's addresses of the
-// family and where NodePorts answer.
+// family, the NodeCIDR local-traffic detector and where NodePorts answer.
 func (p *Proxier) resolveParams(node *model.Node) Params {
 	params := p.params
 	params.NodeIPs = nil
 	if node != nil {
 		params.NodeIPs = familyAddrs(node.Addresses, params.Family)
+	}
+	if params.DetectLocalByNodeCIDR {
+		params.LocalDetector = LocalDetector{}
+		if node != nil {
+			for _, c := range node.PodCIDRs {
+				if model.FamilyOf(c.Addr()) == params.Family {
+					params.LocalDetector = DetectByCIDR(c)
+					break
+				}
+			}
+		}
 	}
 	if p.nodePorts != nil {
 		all, ips := p.nodePorts(node)

@@ -25,6 +25,9 @@ type ownedElement struct {
 type state struct {
 	nodePortAll bool
 	nodeIPs     []netip.Addr
+	// detector is the local-traffic detector the rules were built with; with
+	// detect-local mode NodeCIDR it follows the Node, and a change rebuilds them.
+	detector LocalDetector
 
 	ports     map[model.ServicePortName]*portObjects
 	byService map[types.NamespacedName][]model.ServicePortName
@@ -47,6 +50,7 @@ func newState(p *Params) *state {
 	return &state{
 		nodePortAll:   p.NodePortAll,
 		nodeIPs:       slices.Clone(p.NodeIPs),
+		detector:      p.LocalDetector,
 		ports:         map[model.ServicePortName]*portObjects{},
 		byService:     map[types.NamespacedName][]model.ServicePortName{},
 		wanted:        map[elementID][]ownedElement{},

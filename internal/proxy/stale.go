@@ -22,6 +22,28 @@ func StaleFlows(snap *model.Snapshot, f model.Family) []conntrack.Target {
 		for _, sp := range snap.PortsByService[nn] {
 			current[sp.Name] = sp
 		}
+		previous := map[model.ServicePortName]bool{}
+		for _, old := range snap.PreviousPorts[nn] {
+			previous[old.Name] = true
+		}
+		// A port that is new in this sync (its Service and endpoints may arrive in one
+		// sync) can already have flows: datagrams sent before the rules existed made
+		// entries without DNAT, which would keep by-passing the rules for as long as
+		// the client keeps its source port. Like upstream, entries to its addresses
+		// whose reply source is not a reachable endpoint go.
+		for _, sp := range snap.PortsByService[nn] {
+			proto, ok := ipProto(sp.Protocol)
+			if !ok || previous[sp.Name] {
+				continue
+			}
+			keep := reachable(snap, sp, f)
+			if ips := serviceIPs(sp, f); len(ips) > 0 {
+				out = append(out, conntrack.Target{Protocol: proto, ServiceIPs: ips, Port: uint16(sp.Port), Keep: keep})
+			}
+			if sp.NodePort != 0 && len(keep) > 0 {
+				out = append(out, conntrack.Target{Protocol: proto, NodePort: uint16(sp.NodePort), Keep: keep})
+			}
+		}
 		for _, old := range snap.PreviousPorts[nn] {
 			proto, ok := ipProto(old.Protocol)
 			if !ok {

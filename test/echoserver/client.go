@@ -35,7 +35,7 @@ type clientOpts struct {
 func clientMain(args []string) error {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	var o clientOpts
-	fs.StringVar(&o.proto, "proto", "tcp", "tcp or udp")
+	fs.StringVar(&o.proto, "proto", "tcp", "tcp, udp or sctp (an INIT/INIT-ACK exchange over raw sockets)")
 	fs.StringVar(&o.target, "target", "", "IP:PORT ([IPv6]:PORT) to send to")
 	fs.IntVar(&o.count, "count", 1, "number of requests")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "timeout of each request")
@@ -46,8 +46,8 @@ func clientMain(args []string) error {
 	if o.target == "" {
 		return errors.New("--target is required")
 	}
-	if o.proto != "tcp" && o.proto != "udp" {
-		return fmt.Errorf("--proto %q: want tcp or udp", o.proto)
+	if o.proto != "tcp" && o.proto != "udp" && o.proto != "sctp" {
+		return fmt.Errorf("--proto %q: want tcp, udp or sctp", o.proto)
 	}
 	var local net.Addr
 	if o.sourceIP != "" || o.sourcePort != 0 {
@@ -77,6 +77,8 @@ func clientMain(args []string) error {
 		switch {
 		case o.proto == "tcp":
 			r = tcpRequest(o, local)
+		case o.proto == "sctp":
+			r = sctpRequest(o)
 		case o.sourcePort != 0:
 			if udpConn == nil {
 				c, err := dial("udp", o.target, local, o.timeout)

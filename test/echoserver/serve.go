@@ -40,13 +40,10 @@ func serveMain(args []string) error {
 	name := fs.String("name", "", "backend name reported in every answer")
 	tcp := fs.String("tcp", "80", "comma-separated TCP ports")
 	udp := fs.String("udp", "", "comma-separated UDP ports")
-	sctp := fs.String("sctp", "", "comma-separated SCTP ports (not supported: Go has no SCTP sockets)")
+	sctp := fs.String("sctp", "", "comma-separated SCTP ports, served over raw sockets (see sctp.go)")
 	_ = fs.Parse(args)
 	if *name == "" {
 		return errors.New("--name is required")
-	}
-	if *sctp != "" {
-		return errors.New("--sctp is not supported by this build")
 	}
 	tcpPorts, err := parsePorts(*tcp)
 	if err != nil {
@@ -56,7 +53,18 @@ func serveMain(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--udp: %w", err)
 	}
+	sctpPorts, err := parsePorts(*sctp)
+	if err != nil {
+		return fmt.Errorf("--sctp: %w", err)
+	}
 	logger := log.New(os.Stderr, *name+" ", log.LstdFlags|log.Lmicroseconds)
+	if len(sctpPorts) > 0 {
+		// Best effort: without raw sockets the TCP and UDP ports still serve.
+		if err := startSCTP(sctpPorts, *name, logger); err != nil {
+			logger.Printf("no SCTP: %v", err)
+			sctpPorts = nil
+		}
+	}
 	// Bind every socket before reporting readiness so a test that waits for the
 	// "ready" line can send at once.
 	for _, p := range tcpPorts {
@@ -73,7 +81,7 @@ func serveMain(args []string) error {
 		}
 		go serveUDP(c, *name, logger)
 	}
-	fmt.Printf("ready %s tcp=%v udp=%v\n", *name, tcpPorts, udpPorts)
+	fmt.Printf("ready %s tcp=%v udp=%v sctp=%v\n", *name, tcpPorts, udpPorts, sctpPorts)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig

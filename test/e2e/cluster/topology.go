@@ -49,7 +49,10 @@ func (c *Cluster) build() error {
 			return err
 		}
 	}
-	return c.buildRoutes()
+	if err := c.buildRoutes(); err != nil {
+		return err
+	}
+	return c.buildIPv6()
 }
 
 func (c *Cluster) addNamespace(name string) error {
