@@ -68,7 +68,11 @@ func run(cfg *config.Config) error {
 		SyncFailed:         syncFailureMetric(cfg.Mode),
 		AfterSync: func(snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
-			nodePorts.Sync(portreserve.FromSnapshot(snap))
+			// userspace mode's own listeners hold the NodePorts; a reservation
+			// socket would answer for Services without endpoints and block them.
+			if cfg.Mode != "userspace" {
+				nodePorts.Sync(portreserve.FromSnapshot(snap))
+			}
 		},
 	})
 

@@ -43,9 +43,25 @@ func modes() []string {
 	return []string{"iptables", "nftables"}
 }
 
+// proxyModes are the modes TestKproxy's cases run in: every mode this kernel can run.
+// The userspace proxy joins here; the semantics and operability suites assert kernel
+// behaviour (preserved sources, DROP versus REJECT) that only netfilter modes have,
+// so they use modes(). IPVS runs in its own qemu guest (hack/test-ipvs.sh).
+func proxyModes() []string {
+	if m := os.Getenv("KPROXY_E2E_MODES"); m != "" {
+		return strings.Split(m, ",")
+	}
+	return append(modes(), "userspace")
+}
+
 func (e *env) startProxy(t *testing.T, args ...string) {
 	t.Helper()
-	p, err := e.c.StartKproxy(append([]string{"--proxy-mode", e.mode}, args...)...)
+	mode := []string{"--proxy-mode", e.mode}
+	if e.mode == "ipvs" {
+		// ipvs mode takes its periods from the ipvs flags (default minimum 1 s).
+		mode = append(mode, "--ipvs-min-sync-period", "100ms")
+	}
+	p, err := e.c.StartKproxy(append(mode, args...)...)
 	if err != nil {
 		t.Fatalf("start kproxy: %v", err)
 	}
@@ -67,8 +83,13 @@ func (e *env) dumpOnFailure(t *testing.T, services ...string) {
 		if !t.Failed() {
 			return
 		}
+		if e.mode == "ipvs" {
+			t.Logf("IPVS state of node1:\n%s", ipvsDump(e))
+		}
 		if e.mode == "nftables" {
 			t.Logf("nft list ruleset of node1:\n%s", e.c.NFTListRuleset(cluster.KproxyNode))
+		} else if e.userspace() {
+			t.Logf("userspace mode: addresses and listening sockets of node1:\n%s", userspaceDump(e))
 		} else {
 			dump := e.c.IPTablesSave(cluster.KproxyNode)
 			for _, s := range services {

@@ -11,7 +11,7 @@ import (
 // case uses its own Services; the cases that kill or clean up kproxy come last.
 func TestKproxy(t *testing.T) {
 	requireKproxy(t)
-	for _, mode := range modes() {
+	for _, mode := range proxyModes() {
 		t.Run(mode, func(t *testing.T) { runKproxyCases(t, mode) })
 	}
 }
@@ -74,6 +74,12 @@ func testClusterIPFromPod(t *testing.T, e *env) {
 	replies := e.c.Request("pod-a1", "tcp", target, 60)
 	requireAll(t, "pod-a1 -> web TCP", replies)
 	requireBackends(t, "pod-a1 -> web TCP", replies, allPods...)
+	if e.userspace() {
+		// kproxy relays: every endpoint sees node1's address toward it, never the pod's.
+		requireMasqueradedByNode1(t, "pod-a1 -> web TCP (userspace relay)", replies)
+		replies = nil
+		requireNoNetfilterRules(t, e)
+	}
 	for _, r := range replies {
 		// Other pods see the client's own address; pod-a1 reaching itself is the
 		// hairpin case, masqueraded to node1's address on its veth.
@@ -90,8 +96,12 @@ func testClusterIPFromPod(t *testing.T, e *env) {
 	udp := e.c.Request("pod-a2", "udp", hostPort(webSvc.ClusterIP, 53), 60, cluster.Timeout(time.Second))
 	requireAll(t, "pod-a2 -> web UDP", udp)
 	requireBackends(t, "pod-a2 -> web UDP", udp, allPods...)
-	if seen := cluster.SeenIPs(udp); len(seen["pod-b1"]) != 1 || seen["pod-b1"][0] != "10.244.1.12" {
-		t.Errorf("pod-a2 -> web UDP: pod-b1 saw %v, want only 10.244.1.12", seen["pod-b1"])
+	wantUDP := "10.244.1.12"
+	if e.userspace() {
+		wantUDP = cluster.Node1IP // relayed from node1's own socket
+	}
+	if seen := cluster.SeenIPs(udp); len(seen["pod-b1"]) != 1 || seen["pod-b1"][0] != wantUDP {
+		t.Errorf("pod-a2 -> web UDP: pod-b1 saw %v, want only %s", seen["pod-b1"], wantUDP)
 	}
 	t.Logf("spread %v", cluster.Spread(replies))
 }

@@ -16,9 +16,15 @@ func testUDPEndpointReplaced(t *testing.T, e *env) {
 	target := hostPort(svc.ClusterIP, 53)
 	const srcPort = 40053 // one source port: one conntrack entry for the whole test
 	e.waitAnswer(t, "pod-a1", "udp", target, 5*time.Second)
+	wantSeen := "10.244.1.11"
+	if e.userspace() {
+		// The flow is kproxy's own socket to the endpoint: it sees node1's address.
+		// The move below holds the same way: kproxy ends flows to removed endpoints.
+		wantSeen = cluster.Node1IP
+	}
 	for _, r := range e.c.Request("pod-a1", "udp", target, 3, cluster.SourcePort(srcPort)) {
-		if r.Backend != "pod-b1" || r.SeenIP() != "10.244.1.11" {
-			t.Fatalf("before the change: got %+v, want pod-b1 seeing 10.244.1.11", r)
+		if r.Backend != "pod-b1" || r.SeenIP() != wantSeen {
+			t.Fatalf("before the change: got %+v, want pod-b1 seeing %s", r, wantSeen)
 		}
 	}
 	e.setEndpoints(t, svc, "pod-b2")
@@ -198,10 +204,16 @@ func testSIGKILLAndRestart(t *testing.T, e *env) {
 	} else if e.proxy.Running() {
 		t.Fatalf("kproxy still running 30s after SIGKILL: %v", err)
 	}
-	// The kernel keeps the rules: traffic flows with no proxy running.
-	requireBackends(t, "alloc ClusterIP with kproxy dead", e.c.Request("pod-a1", "tcp", hostPort(cip, 80), 20), "pod-a2", "pod-b1")
-	requireBackends(t, "alloc NodePort with kproxy dead", e.c.Request("ext", "tcp", hostPort(cluster.Node1IP, np), 20), "pod-a2", "pod-b1")
-	requireAll(t, "web with kproxy dead", e.c.Request("pod-a1", "tcp", hostPort(webSvc.ClusterIP, 80), 10))
+	if e.userspace() {
+		// kproxy is the data path: with it dead nothing relays. The Service addresses
+		// stay on node1, so clients are refused at once rather than left hanging.
+		requireRefusedWhileDead(t, e, cip, np)
+	} else {
+		// The kernel keeps the rules: traffic flows with no proxy running.
+		requireBackends(t, "alloc ClusterIP with kproxy dead", e.c.Request("pod-a1", "tcp", hostPort(cip, 80), 20), "pod-a2", "pod-b1")
+		requireBackends(t, "alloc NodePort with kproxy dead", e.c.Request("ext", "tcp", hostPort(cluster.Node1IP, np), 20), "pod-a2", "pod-b1")
+		requireAll(t, "web with kproxy dead", e.c.Request("pod-a1", "tcp", hostPort(webSvc.ClusterIP, 80), 10))
+	}
 
 	e.startProxy(t)
 	// A Service added after the restart shows the new process has synced.
@@ -237,6 +249,7 @@ func testCleanup(t *testing.T, e *env) {
 	if strings.Contains(dump, "KUBE-") {
 		t.Errorf("after --cleanup rules still mention KUBE-:\n%s", cluster.RulesMatching(dump, "KUBE-"))
 	}
+	requireNoUserspaceInterface(t, e)
 	for _, r := range e.c.Request("pod-a1", "tcp", hostPort(webSvc.ClusterIP, 80), 3, cluster.Timeout(500*time.Millisecond)) {
 		if r.Error == "" {
 			t.Errorf("web ClusterIP still answers after --cleanup: %+v", r)

@@ -33,6 +33,11 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 	cluster.RemoveLeftovers(stderrLogger{})
+	if dir := os.Getenv("KPROXY_E2E_BIN_DIR"); dir != "" {
+		// Prebuilt binaries, for machines without a Go toolchain (the IPVS qemu guest).
+		echoBin, kproxyBin = dir+"/echoserver", dir+"/kproxy"
+		return m.Run()
+	}
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)

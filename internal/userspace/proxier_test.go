@@ -1,0 +1,123 @@
+package userspace
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// inNewNetns runs the test body on a thread moved into a fresh network namespace, so
+// it can create interfaces and addresses without touching the machine's.
+func inNewNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Skipf("cannot create a network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		netns.Set(orig)
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
+	// The backend lives on the host's loopback: only the locked test thread is in the
+	// new namespace, and the relay dials from other threads, which are not.
+	backend := tcpBackend(t, "pod")
+	inNewNetns(t)
+	name := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: "http", Protocol: v1.ProtocolTCP}
+	sp := &model.ServicePort{Name: name, ClusterIPs: addrs("10.96.0.10"), Port: 80, Protocol: v1.ProtocolTCP}
+	snap := &model.Snapshot{
+		Services:  map[model.ServicePortName]*model.ServicePort{name: sp},
+		Endpoints: map[model.ServicePortName][]*model.Endpoint{name: {{IP: backend.Addr(), Port: int32(backend.Port()), Ready: true, Serving: true}}},
+	}
+	p := NewProxier(Params{Family: model.IPv4, Interface: "kptest0"})
+	defer p.Stop()
+	if err := p.Sync(snap, true); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	conn, _, greeting := dialGreeting(t, "10.96.0.10:80")
+	conn.Close()
+	if greeting != "pod" {
+		t.Errorf("through the ClusterIP: %q, want pod", greeting)
+	}
+	if p.Flushed() {
+		t.Errorf("Flushed right after a sync")
+	}
+
+	// Someone removes the address: Flushed says so, and the next sync restores it.
+	link, err := netlink.LinkByName("kptest0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrDel(link, hostAddr(netip.MustParseAddr("10.96.0.10"))); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Flushed() {
+		t.Errorf("Flushed = false with the ClusterIP removed")
+	}
+	if err := p.Sync(snap, true); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	conn, _, _ = dialGreeting(t, "10.96.0.10:80")
+	conn.Close()
+
+	// No endpoints: the address stays and the port is refused.
+	snap.Endpoints[name] = nil
+	if err := p.Sync(snap, false); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
+		c.Close()
+		t.Errorf("a Service without endpoints accepted a connection")
+	}
+	if have, _ := p.addrs.held(link); len(have) != 1 {
+		t.Errorf("held addresses %v, want the ClusterIP kept", have)
+	}
+
+	// The Service goes: so does its address.
+	delete(snap.Services, name)
+	if err := p.Sync(snap, false); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if have, _ := p.addrs.held(link); len(have) != 0 {
+		t.Errorf("held addresses %v after the Service was removed, want none", have)
+	}
+
+	if err := Cleanup("kptest0"); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	if _, err := netlink.LinkByName("kptest0"); err == nil {
+		t.Errorf("kptest0 still exists after Cleanup")
+	}
+	if err := Cleanup("kptest0"); err != nil {
+		t.Errorf("second cleanup: %v", err)
+	}
+}
