@@ -15,6 +15,7 @@ import (
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
 	"github.com/kproxy/kproxy/internal/proxy"
+	"github.com/kproxy/kproxy/internal/userspace"
 )
 
 // newBackends returns the configured mode's backend for each IP family, after removing
@@ -22,6 +23,11 @@ import (
 // switching modes on a node leaves no stale rules behind.
 func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, error) {
 	var backends []proxy.Backend
+	if cfg.Mode != "ipvs" {
+		if err := cleanupIPVS(false); err != nil {
+			klog.ErrorS(err, "Removing IPVS-mode leftovers failed")
+		}
+	}
 	for _, f := range families() {
 		switch cfg.Mode {
 		case "iptables":
@@ -36,6 +42,14 @@ func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, e
 				return nil, fmt.Errorf("nftables mode, %s: %w", f, err)
 			}
 			backends = append(backends, nftables.NewProxier(nftablesParams(cfg, f), nft, nodePortIPs(sel, f)))
+		case "userspace":
+			backends = append(backends, userspaceBackend(cfg, sel, f))
+		case "ipvs":
+			b, err := ipvsBackend(cfg, sel, f)
+			if err != nil {
+				return nil, err
+			}
+			backends = append(backends, b)
 		default:
 			return nil, fmt.Errorf("--proxy-mode %s is not implemented yet (implemented: iptables, nftables)", cfg.Mode)
 		}
@@ -85,7 +99,9 @@ func nftablesParams(cfg *config.Config, f model.Family) nftables.Params {
 		p.LocalDetector = nftables.DetectByBridge(cfg.BridgeInterface)
 	case "InterfaceNamePrefix":
 		p.LocalDetector = nftables.DetectByInterfacePrefix(cfg.InterfaceNamePrefix)
-	default: // ClusterCIDR (NodeCIDR falls back to it in this mode)
+	case "NodeCIDR":
+		p.DetectLocalByNodeCIDR = true
+	default: // ClusterCIDR
 		if c, ok := clusterCIDR(cfg, f); ok {
 			p.LocalDetector = nftables.DetectByCIDR(c)
 		}
@@ -146,6 +162,10 @@ func cleanupNFTables(f model.Family) {
 // kube-proxy's: the names are the same).
 func cleanup() error {
 	var errs []error
+	// IPVS first: its ipsets can only go once no iptables rule references them.
+	if err := cleanupIPVS(true); err != nil {
+		errs = append(errs, err)
+	}
 	for _, f := range families() {
 		if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
 			errs = append(errs, fmt.Errorf("iptables %s: %w", f, err))
@@ -156,5 +176,26 @@ func cleanup() error {
 			}
 		}
 	}
+	if err := userspace.Cleanup(""); err != nil {
+		errs = append(errs, fmt.Errorf("userspace: %w", err))
+	}
 	return errors.Join(errs...)
+}
+
+// userspaceBackend is the userspace mode's backend for family f. The mode needs no
+// netfilter, but rules another mode left behind would capture Service traffic before
+// it reached kproxy's sockets, so they are removed when the tools exist. UDP flows idle
+// for --conntrack-udp-timeout-stream end (userspace.DefaultUDPIdleTimeout if unset).
+func userspaceBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) proxy.Backend {
+	if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
+		klog.V(2).InfoS("No iptables-mode rules removed", "family", f, "err", err)
+	}
+	cleanupNFTables(f)
+	p := userspace.Params{Family: f, NodePortAddrs: nodePortIPs(sel, f), UDPIdleTimeout: cfg.Conntrack.UDPStreamTimeout}
+	for _, c := range cfg.ClusterCIDRs {
+		if model.FamilyOf(c.Addr()) == f {
+			p.ClusterCIDRs = append(p.ClusterCIDRs, c)
+		}
+	}
+	return userspace.NewProxier(p)
 }

@@ -270,9 +270,6 @@ func TestUnimplementedFlagsWarn(t *testing.T) {
 	if len(c.Warnings) != len(all) {
 		t.Errorf("%d unimplemented flags gave %d warnings: %q", len(all), len(c.Warnings), c.Warnings)
 	}
-	if got := strings.Join(c.KubeProxy.IPVS.ExcludeCIDRs, ","); got != "10.0.0.0/8" {
-		t.Errorf("ipvs exclude CIDRs not recorded in KubeProxy: %q", got)
-	}
 	if !c.KubeProxy.FeatureGates["SomeGate"] {
 		t.Errorf("feature gate not recorded in KubeProxy: %v", c.KubeProxy.FeatureGates)
 	}

@@ -227,14 +227,15 @@ winkernel:
   enableDSR: true
 `)
 	c := mustParse(t, "--config", path)
-	for _, f := range []string{"featureGates (SomeGate)", "enableProfiling", "oomScoreAdj", "ipvs.scheduler", "ipvs.strictARP", "winkernel.enableDSR"} {
+	// ipvs.scheduler and ipvs.strictARP are implemented (ipvs mode): no warning.
+	for _, f := range []string{"featureGates (SomeGate)", "enableProfiling", "oomScoreAdj", "winkernel.enableDSR"} {
 		want := "field " + f + " is accepted for kube-proxy compatibility but not implemented yet; ignored"
 		if countContaining(c.Warnings, want) != 1 {
 			t.Errorf("no single warning %q in %q", want, c.Warnings)
 		}
 	}
-	if len(c.Warnings) != 6 {
-		t.Errorf("want 6 warnings, got %d: %q", len(c.Warnings), c.Warnings)
+	if len(c.Warnings) != 4 {
+		t.Errorf("want 4 warnings, got %d: %q", len(c.Warnings), c.Warnings)
 	}
 }
 

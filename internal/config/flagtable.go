@@ -122,22 +122,22 @@ var flagTable = []flagDef{
 	{"ipvs-min-sync-period", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.DurationVar(&o.ipvsMinSyncPeriod, "ipvs-min-sync-period", o.ipvsMinSyncPeriod, "Shortest interval between resyncs in ipvs mode.")
 	}},
-	{"ipvs-scheduler", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-scheduler", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.StringVar(&o.kp.IPVS.Scheduler, "ipvs-scheduler", "", "IPVS scheduler in ipvs mode (default rr).")
 	}},
-	{"ipvs-exclude-cidrs", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-exclude-cidrs", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.StringSliceVar(&o.kp.IPVS.ExcludeCIDRs, "ipvs-exclude-cidrs", nil, "Comma-separated CIDRs whose IPVS rules cleanup leaves alone.")
 	}},
-	{"ipvs-strict-arp", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-strict-arp", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.BoolVar(&o.kp.IPVS.StrictARP, "ipvs-strict-arp", false, "Set arp_ignore=1 and arp_announce=2 for ipvs mode.")
 	}},
-	{"ipvs-tcp-timeout", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-tcp-timeout", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.DurationVar(&o.kp.IPVS.TCPTimeout.Duration, "ipvs-tcp-timeout", 0, "Idle timeout of IPVS TCP connections; 0 leaves it as is.")
 	}},
-	{"ipvs-tcpfin-timeout", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-tcpfin-timeout", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.DurationVar(&o.kp.IPVS.TCPFinTimeout.Duration, "ipvs-tcpfin-timeout", 0, "Timeout of IPVS TCP connections after a FIN; 0 leaves it as is.")
 	}},
-	{"ipvs-udp-timeout", false, true, func(fs *pflag.FlagSet, o *options) {
+	{"ipvs-udp-timeout", true, true, func(fs *pflag.FlagSet, o *options) {
 		fs.DurationVar(&o.kp.IPVS.UDPTimeout.Duration, "ipvs-udp-timeout", 0, "Timeout of IPVS UDP flows; 0 leaves it as is.")
 	}},
 

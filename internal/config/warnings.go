@@ -52,6 +52,12 @@ func flagWarnings(fs *pflag.FlagSet, fromFile bool, mode string) []string {
 		{"min-sync-period", mode != "ipvs", "ipvs mode uses --ipvs-min-sync-period"},
 		{"ipvs-sync-period", mode == "ipvs", "only ipvs mode uses it"},
 		{"ipvs-min-sync-period", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-scheduler", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-exclude-cidrs", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-strict-arp", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-tcp-timeout", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-tcpfin-timeout", mode == "ipvs", "only ipvs mode uses it"},
+		{"ipvs-udp-timeout", mode == "ipvs", "only ipvs mode uses it"},
 		{"iptables-masquerade-bit", mode != "nftables", "nftables mode uses nftables.masqueradeBit (default 14), settable only in a --config file"},
 	}
 	for _, m := range modeBound {
@@ -94,12 +100,6 @@ func fieldWarnings(path string, kp *v1alpha1.KubeProxyConfiguration) []string {
 		add(kp.IPVS.SyncPeriod.Duration != defaultSyncPeriod, "ipvs.syncPeriod")
 		add(kp.IPVS.MinSyncPeriod.Duration != 0, "ipvs.minSyncPeriod")
 	}
-	add(kp.IPVS.Scheduler != "", "ipvs.scheduler")
-	add(len(kp.IPVS.ExcludeCIDRs) > 0, "ipvs.excludeCIDRs")
-	add(kp.IPVS.StrictARP, "ipvs.strictARP")
-	add(kp.IPVS.TCPTimeout.Duration != 0, "ipvs.tcpTimeout")
-	add(kp.IPVS.TCPFinTimeout.Duration != 0, "ipvs.tcpFinTimeout")
-	add(kp.IPVS.UDPTimeout.Duration != 0, "ipvs.udpTimeout")
 	add(kp.Winkernel.NetworkName != "", "winkernel.networkName")
 	add(kp.Winkernel.SourceVip != "", "winkernel.sourceVip")
 	add(kp.Winkernel.EnableDSR, "winkernel.enableDSR")

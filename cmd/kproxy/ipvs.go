@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/ipvs"
+	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nodeaddr"
+	"github.com/kproxy/kproxy/internal/proxy"
+)
+
+// ipvsBackend is the IPVS mode's backend for family f. iptables-mode per-service
+// chains left from an earlier run are removed first: they would DNAT Service traffic
+// before IPVS sees it.
+func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (proxy.Backend, error) {
+	runner := iptables.NewRunner(f)
+	if ipvs.HasIPTablesModeLeftovers(runner) {
+		klog.InfoS("Removing iptables-mode rules before starting IPVS mode", "family", f)
+		if err := iptables.Cleanup(runner); err != nil {
+			klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
+		}
+	}
+	cleanupNFTables(f)
+	h, err := ipvs.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("ipvs mode, %s: %w", f, err)
+	}
+	ipvsCfg := cfg.KubeProxy.IPVS
+	c := ipvs.Config{
+		Family:        f,
+		Scheduler:     ipvsCfg.Scheduler,
+		MasqueradeAll: cfg.MasqueradeAll,
+		MasqueradeBit: cfg.MasqueradeBit,
+		NodePorts:     nodePortIPs(sel, f),
+		StrictARP:     ipvsCfg.StrictARP,
+		TCPTimeout:    ipvsCfg.TCPTimeout.Duration,
+		TCPFinTimeout: ipvsCfg.TCPFinTimeout.Duration,
+		UDPTimeout:    ipvsCfg.UDPTimeout.Duration,
+	}
+	for _, s := range ipvsCfg.ExcludeCIDRs {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("ipvs mode: --ipvs-exclude-cidrs entry %q: %w", s, err)
+		}
+		c.ExcludeCIDRs = append(c.ExcludeCIDRs, p.Masked())
+	}
+	switch cfg.DetectLocalMode {
+	case "BridgeInterface":
+		c.NotLocal = []string{"!", "-i", cfg.BridgeInterface}
+	case "InterfaceNamePrefix":
+		c.NotLocal = []string{"!", "-i", cfg.InterfaceNamePrefix + "+"}
+	case "NodeCIDR":
+		c.NotLocalFromNodeCIDR = true
+	default: // ClusterCIDR
+		if cidr, ok := clusterCIDR(cfg, f); ok {
+			c.NotLocal = []string{"!", "-s", cidr.String()}
+		}
+	}
+	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, runner)
+	// The drain loop lives as long as the process.
+	if err := p.Setup(context.Background(), ipvs.ProcSysctls); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// cleanupIPVS removes IPVS mode's state: with all (--cleanup) every virtual server,
+// otherwise (another mode starting) only those on kube-ipvs0's addresses, and only
+// when kube-ipvs0 or one of the mode's ipsets shows IPVS mode ran here.
+func cleanupIPVS(all bool) error {
+	links, sets := ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}
+	if !all && !ipvs.HasLeftovers(links, sets) {
+		return nil
+	}
+	var h ipvs.Handle
+	if ipvs.Available() {
+		var err error
+		if h, err = ipvs.NewHandle(); err != nil {
+			klog.V(2).InfoS("IPVS not usable; no virtual servers to remove", "err", err)
+			h = nil
+		}
+	}
+	var errs []error
+	for _, f := range families() {
+		if err := ipvs.Cleanup(f, iptables.NewRunner(f), sets, h, links, ipvs.CleanupOptions{AllServices: all}); err != nil {
+			errs = append(errs, fmt.Errorf("ipvs %s: %w", f, err))
+		}
+	}
+	if err := ipvs.DeleteDummy(links); err != nil {
+		errs = append(errs, err)
+	}
+	if !all {
+		klog.InfoS("Removed IPVS-mode leftovers")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,297 @@
+package ipvs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	libipvs "github.com/moby/ipvs"
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/metrics"
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// Config holds the settings of one family's IPVS proxier.
+type Config struct {
+	Family        model.Family
+	Scheduler     string // "" means rr
+	MasqueradeAll bool
+	MasqueradeBit int
+	// NotLocal are the iptables arguments matching traffic not from local pods; with
+	// NotLocalFromNodeCIDR they are derived from the Node's podCIDR at each sync.
+	NotLocal             []string
+	NotLocalFromNodeCIDR bool
+	// ExcludeCIDRs are addresses whose virtual servers kproxy never deletes.
+	ExcludeCIDRs []netip.Prefix
+	// NodePorts says where NodePorts answer: every local address (all), or ips.
+	NodePorts func(node *model.Node) (all bool, ips []netip.Addr)
+	StrictARP bool
+	// TCPTimeout, TCPFinTimeout and UDPTimeout set IPVS's own timeouts when > 0.
+	TCPTimeout, TCPFinTimeout, UDPTimeout time.Duration
+	// DrainInterval is how often draining real servers are checked; default 2s.
+	DrainInterval time.Duration
+}
+
+// Proxier programs one IP family's Services into IPVS.
+type Proxier struct {
+	cfg   Config
+	h     Handle
+	links Links
+	sets  IPSet
+	ipt   iptables.Runner
+
+	// mu serialises use of h between Sync and the drain loop.
+	mu        sync.Mutex
+	graceful  *graceful
+	lastSets  Sets   // set contents the kernel holds after the last sync
+	lastRules []byte // the iptables input last restored
+	synced    bool
+	reported  map[string]string // gaps already logged, per Service port
+	// LastPlan is the last plan applied, for tests and debugging.
+	LastPlan *Plan
+}
+
+// NewProxier returns a Proxier; it touches no kernel state until Setup or Sync.
+func NewProxier(cfg Config, h Handle, links Links, sets IPSet, ipt iptables.Runner) *Proxier {
+	if cfg.Scheduler == "" {
+		cfg.Scheduler = "rr"
+	}
+	if cfg.DrainInterval == 0 {
+		cfg.DrainInterval = 2 * time.Second
+	}
+	return &Proxier{cfg: cfg, h: h, links: links, sets: sets, ipt: ipt, graceful: newGraceful(), reported: map[string]string{}}
+}
+
+// Setup prepares the kernel: the sysctls IPVS mode relies on, IPVS timeouts, a check
+// that the scheduler exists, and the drain loop (until ctx ends).
+func (p *Proxier) Setup(ctx context.Context, sysctls SysctlWriter) error {
+	if err := setSysctls(sysctls, p.cfg.StrictARP); err != nil {
+		return err
+	}
+	if p.cfg.TCPTimeout > 0 || p.cfg.TCPFinTimeout > 0 || p.cfg.UDPTimeout > 0 {
+		if err := p.h.SetConfig(&libipvs.Config{TimeoutTCP: p.cfg.TCPTimeout, TimeoutTCPFin: p.cfg.TCPFinTimeout, TimeoutUDP: p.cfg.UDPTimeout}); err != nil {
+			return fmt.Errorf("ipvs: setting the tcp/tcpfin/udp timeouts: %w", err)
+		}
+	}
+	if err := checkScheduler(p.h, p.cfg.Family, p.cfg.Scheduler); err != nil {
+		return err
+	}
+	go p.drainLoop(ctx)
+	return nil
+}
+
+// checkScheduler creates and deletes a throw-away virtual server with the scheduler,
+// as upstream does, so a missing scheduler fails at start rather than at each sync.
+func checkScheduler(h Handle, f model.Family, sched string) error {
+	addr := netip.MustParseAddr("198.51.100.1") // TEST-NET-2: never a real address
+	if f == model.IPv6 {
+		addr = netip.MustParseAddr("2001:db8::1")
+	}
+	vs := &VirtualServer{Key: VSKey{Addr: addr, Protocol: "TCP", Port: 1}, Scheduler: sched}
+	s := toService(vs)
+	if err := h.NewService(s); err != nil {
+		return fmt.Errorf("ipvs: the kernel refuses scheduler %q (is module ip_vs_%s available?): %w", sched, sched, err)
+	}
+	return h.DelService(s)
+}
+
+func (p *Proxier) drainLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.DrainInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.graceful.Len() == 0 {
+			continue
+		}
+		p.mu.Lock()
+		p.graceful.process(p.h)
+		p.mu.Unlock()
+	}
+}
+
+// Family is the IP family this proxier programs.
+func (p *Proxier) Family() model.Family { return p.cfg.Family }
+
+// Sync makes the kernel match the snapshot. IPVS state is always compared with the
+// kernel's; ipsets and iptables rules are rewritten in full when full, else only
+// what changed.
+func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.cfg.Family
+	full = full || !p.synced
+
+	all, npIPs := true, []netip.Addr(nil)
+	if p.cfg.NodePorts != nil {
+		all, npIPs = p.cfg.NodePorts(snap.Node)
+	}
+	if all {
+		local, err := p.links.LocalAddrs(f, DummyInterface)
+		if err != nil {
+			return err
+		}
+		npIPs = local
+	}
+	npIPs = usableNodePortIPs(npIPs, f)
+	var nodeIPs []netip.Addr
+	if snap.Node != nil {
+		nodeIPs = familyAddrs(snap.Node.Addresses, f)
+	}
+	plan := BuildPlan(PlanInput{Family: f, Snapshot: snap, Scheduler: p.cfg.Scheduler, NodePortIPs: npIPs, NodeIPs: nodeIPs})
+
+	fail := func(err error) error {
+		p.synced = false
+		p.lastSets, p.lastRules = nil, nil
+		return fmt.Errorf("ipvs %s sync (full=%v): %w", f, full, err)
+	}
+	if err := p.links.EnsureDummy(DummyInterface); err != nil {
+		return fail(err)
+	}
+	// ipsets before the rules that match them.
+	changed := changedSets(p.lastSets, plan.Sets)
+	if full {
+		changed = changedSets(nil, plan.Sets)
+	}
+	if len(changed) > 0 {
+		if err := p.sets.Restore(SetsRestore(f, plan.Sets, changed)); err != nil {
+			return fail(err)
+		}
+	}
+	p.lastSets = plan.Sets
+	rules := Rules(p.ruleParams(snap, all, npIPs))
+	if full || !bytes.Equal(rules, p.lastRules) {
+		if err := p.ipt.Restore(rules); err != nil {
+			return fail(fmt.Errorf("iptables restore: %w", err))
+		}
+		if err := ensureJumps(p.ipt); err != nil {
+			return fail(err)
+		}
+		if err := p.ipt.Run("-t", "mangle", "-N", chainCanary); err != nil && !isExit1(err) {
+			return fail(err)
+		}
+		p.lastRules = rules
+	}
+	// Bind new addresses before their virtual servers exist, unbind old ones after.
+	bound, err := p.links.Addrs(DummyInterface, f)
+	if err != nil {
+		return fail(err)
+	}
+	want := map[netip.Addr]bool{}
+	for _, a := range plan.VIPs {
+		want[a] = true
+	}
+	have := map[netip.Addr]bool{}
+	var errs []error
+	for _, a := range bound {
+		have[a] = true
+	}
+	for _, a := range plan.VIPs {
+		if !have[a] {
+			if err := p.links.AddAddr(DummyInterface, a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := reconcile(p.h, f, plan.Servers, p.cfg.ExcludeCIDRs, p.graceful); err != nil {
+		errs = append(errs, err)
+	}
+	for _, a := range bound {
+		if !want[a] && !excluded(a, p.cfg.ExcludeCIDRs) {
+			if err := p.links.DelAddr(DummyInterface, a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	p.graceful.process(p.h)
+	if err := errors.Join(errs...); err != nil {
+		return fail(err)
+	}
+	p.synced = true
+	p.LastPlan = plan
+	p.reportGaps(plan)
+	fam := f.String()
+	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(plan.NoLocalEndpoints["internal"]))
+	metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(plan.NoLocalEndpoints["external"]))
+	klog.V(2).InfoS("Synced IPVS", "family", f, "full", full, "services", len(snap.Services),
+		"virtualServers", len(plan.Servers), "vips", len(plan.VIPs), "setsRewritten", len(changed),
+		"draining", p.graceful.Len(), "elapsed", time.Since(start))
+	return nil
+}
+
+func (p *Proxier) ruleParams(snap *model.Snapshot, all bool, npIPs []netip.Addr) RuleParams {
+	rp := RuleParams{Family: p.cfg.Family, MasqueradeAll: p.cfg.MasqueradeAll, MasqueradeBit: p.cfg.MasqueradeBit,
+		NotLocal: p.cfg.NotLocal, NodePortAll: all, NodePortIPs: npIPs}
+	if p.cfg.NotLocalFromNodeCIDR {
+		rp.NotLocal = nil
+		if snap.Node != nil {
+			for _, c := range snap.Node.PodCIDRs {
+				if model.FamilyOf(c.Addr()) == p.cfg.Family {
+					rp.NotLocal = []string{"!", "-s", c.String()}
+					break
+				}
+			}
+		}
+	}
+	return rp
+}
+
+// usableNodePortIPs drops the addresses NodePorts never answer on in this mode:
+// loopback (upstream's IPVS mode has no localhost NodePorts) and link-local ones.
+func usableNodePortIPs(ips []netip.Addr, f model.Family) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if model.FamilyOf(ip) != f || ip.IsLoopback() || ip.IsLinkLocalUnicast() || seen[ip] {
+			continue
+		}
+		seen[ip] = true
+		out = append(out, ip)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// reportGaps logs, once per Service port and content, the semantics IPVS cannot carry.
+func (p *Proxier) reportGaps(plan *Plan) {
+	for name, gaps := range plan.Gaps {
+		text := strings.Join(gaps, "; ")
+		if p.reported[name] == text {
+			continue
+		}
+		p.reported[name] = text
+		klog.InfoS("Service semantics that IPVS mode cannot express (see docs/ipvs.md)", "servicePort", name, "family", p.cfg.Family, "gaps", text)
+	}
+	for name := range p.reported {
+		if _, ok := plan.Gaps[name]; !ok {
+			delete(p.reported, name)
+		}
+	}
+}
+
+// Flushed reports whether someone removed kproxy's canary chain or kube-ipvs0.
+func (p *Proxier) Flushed() bool {
+	p.mu.Lock()
+	synced, plan := p.synced, p.LastPlan
+	p.mu.Unlock()
+	if !synced {
+		return false
+	}
+	if p.ipt.Run("-t", "mangle", "-S", chainCanary) != nil {
+		return true
+	}
+	addrs, err := p.links.Addrs(DummyInterface, p.cfg.Family)
+	return err == nil && addrs == nil && plan != nil && len(plan.VIPs) > 0
+}
