@@ -19,8 +19,9 @@ type Proxier struct {
 	runner Runner
 	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
 	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
-	// chains are the per-service nat chains the kernel holds after the last sync.
-	chains map[string]struct{}
+	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
+	// to the change.
+	builder *Builder
 	// LastRuleset is the last ruleset written, for metrics and tests.
 	LastRuleset *Ruleset
 	// rules counts the rules of each chain in the kernel, for the total metric.
@@ -32,7 +33,7 @@ type Proxier struct {
 
 // NewProxier returns a Proxier. nodePortIPs may be nil, meaning every local address.
 func NewProxier(p Params, r Runner, nodePortIPs func(node *model.Node) (bool, []netip.Addr)) *Proxier {
-	return &Proxier{params: p, runner: r, nodePorts: nodePortIPs}
+	return &Proxier{params: p, runner: r, nodePorts: nodePortIPs, builder: NewBuilder()}
 }
 
 // Family is the IP family this proxier programs.
@@ -72,22 +73,22 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			return err
 		}
 	}
-	previous := p.chains
-	if full || previous == nil {
-		// Ask the kernel: chains from an earlier run of kproxy must be collected too.
+	var kernelChains map[string]struct{}
+	if full || !p.programmed.Load() {
+		// Ask the kernel: chains of an earlier run must be deleted too.
 		save, err := p.runner.Save("nat")
 		if err != nil {
 			return err
 		}
-		previous = map[string]struct{}{}
+		kernelChains = map[string]struct{}{}
 		for _, c := range chainsIn(save) {
-			if isServiceChain(c) {
-				previous[c] = struct{}{}
+			if isServiceChain(c) || isTreeChain(c) {
+				kernelChains[c] = struct{}{}
 			}
 		}
 		full = true
 	}
-	rs := Build(BuildInput{Params: params, Snapshot: snap, Full: full, PreviousChains: previous})
+	rs := p.builder.Build(BuildInput{Params: params, Snapshot: snap, Full: full, KernelChains: kernelChains})
 	fam := params.Family.String()
 	if err := p.runner.Restore(rs.Data); err != nil {
 		if full {
@@ -95,17 +96,16 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		} else {
 			metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(fam).Inc()
 		}
-		p.chains = nil
+		p.builder.Reset()
 		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
 	}
 	if full {
 		// The chains exist now; the jumps into them can be ensured.
 		if err := ensureJumps(p.runner, jumpRules(params.Family == model.IPv4 && params.LocalhostNodePorts)); err != nil {
-			p.chains = nil
+			p.builder.Reset()
 			return err
 		}
 	}
-	p.chains = rs.ActiveChains
 	p.LastRuleset = rs
 	if p.rules == nil {
 		p.rules = ruleCounts{}

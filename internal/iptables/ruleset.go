@@ -2,6 +2,9 @@ package iptables
 
 import (
 	"bytes"
+	"maps"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -9,159 +12,455 @@ import (
 	"github.com/kproxy/kproxy/internal/model"
 )
 
-// BuildInput is everything one sync's ruleset depends on.
-type BuildInput struct {
-	Params   Params
-	Snapshot *model.Snapshot
-	// Full writes every per-service chain; otherwise only those of Snapshot.Changed
-	// Services are written, and the kernel keeps the others (upstream's partial sync).
-	Full bool
-	// PreviousChains are the per-service nat chains the last successful sync left in the
-	// kernel (on a full sync: what iptables-save shows); chains no longer used are deleted.
-	PreviousChains map[string]struct{}
-}
-
-// Ruleset is the iptables-restore input of one sync and what it leaves behind.
+// Ruleset is the iptables-restore input of one sync.
 type Ruleset struct {
 	// Data is the restore input for the filter and nat tables, for --noflush.
 	Data []byte
-	// ActiveChains are the per-service nat chains that exist after the restore.
-	ActiveChains map[string]struct{}
-	FilterRules  int
-	NatRules     int
+	// FilterRules and NatRules count the rules Data writes.
+	FilterRules, NatRules int
 	// NoLocalEndpoints counts ports whose Local policy has no local endpoint, by
 	// "internal" and "external", for the sync_proxy_rules_no_local_endpoints_total metric.
 	NoLocalEndpoints map[string]int
 }
 
-// Build computes the ruleset. It is pure: it reads its input and touches no kernel.
+// Builder computes rulesets. It is pure (it never touches the kernel) but keeps each
+// ServicePort's fragment from one sync to the next, so a partial sync recomputes and
+// writes only what the changed Services touch: their own chains, the dispatch leaves of
+// their addresses, and the short chains that list ports (the filter chains' REJECT and
+// DROP rules, nat KUBE-NODEPORTS) when their entries change. Its work is proportional
+// to the change, not to the number of Services. After a failed restore, call Reset.
+type Builder struct {
+	params   Params
+	markMasq []string
+	frags    map[model.ServicePortName]*fragment
+	depth    int
+	// leaves maps each dispatch leaf to the ports with an address in it; filterPorts
+	// and nodePortPorts are the ports with filter rules and with KUBE-NODEPORTS rules.
+	leaves        map[uint32]map[model.ServicePortName]struct{}
+	filterPorts   map[model.ServicePortName]struct{}
+	nodePortPorts map[model.ServicePortName]struct{}
+	noLocal       map[string]int
+	// addrRefs counts the ports using each Service address of the family; the tree's
+	// depth follows the number of distinct addresses.
+	addrRefs  map[netip.Addr]int
+	portAddrs map[model.ServicePortName][]netip.Addr
+	// valid is false until a full build, and after Reset.
+	valid bool
+}
+
+// NewBuilder returns a Builder; its first build is always full.
+func NewBuilder() *Builder { return &Builder{} }
+
+// Reset forgets the cached state: the next build is full.
+func (b *Builder) Reset() { b.valid = false }
+
+// BuildInput is everything one sync's ruleset depends on.
+type BuildInput struct {
+	Params   Params
+	Snapshot *model.Snapshot
+	// Full rewrites every chain; otherwise only what Snapshot.Changed touches.
+	Full bool
+	// KernelChains are the per-service and dispatch nat chains the kernel holds (from
+	// iptables-save), given on full syncs so leftovers of an earlier run are deleted.
+	KernelChains map[string]struct{}
+}
+
+// Build computes one ruleset from scratch (a full sync), for tests and tools.
 func Build(in BuildInput) *Ruleset {
-	b := &builder{
-		p:        &in.Params,
-		snap:     in.Snapshot,
-		full:     in.Full,
-		active:   map[string]struct{}{},
-		noLocal:  map[string]int{},
-		markMasq: []string{"-j", chainMarkMasq},
+	in.Full = true
+	return NewBuilder().Build(in)
+}
+
+// Build computes the ruleset of one sync. A partial build needs a previous build with
+// the same Params; otherwise it is made full.
+func (b *Builder) Build(in BuildInput) *Ruleset {
+	full := in.Full || !b.valid || !paramsEqual(b.params, in.Params)
+	b.params = in.Params
+	b.markMasq = []string{"-j", chainMarkMasq}
+	b.valid = true
+	if full {
+		return b.buildFull(in.Snapshot, in.KernelChains)
 	}
-	b.writeFixedChains()
-	// Iterate in a stable order so the restore input (and its tests) are deterministic.
-	names := make([]model.ServicePortName, 0, len(in.Snapshot.Services))
-	for name, sp := range in.Snapshot.Services {
-		if _, ok := sp.ClusterIP(in.Params.Family); ok {
-			names = append(names, name)
+	// When the number of Service addresses outgrows the tree (or shrinks far below
+	// it), rebuild in full at a new depth; the kernel's chains are the ones this
+	// Builder wrote.
+	if want := treeDepth(b.countAfter(in.Snapshot)); want > b.depth || want < b.depth-1 {
+		return b.buildFull(in.Snapshot, b.knownChains())
+	}
+	return b.buildPartial(in.Snapshot)
+}
+
+// portAddresses are the addresses of a port that can get dispatch rules.
+func portAddresses(sp *model.ServicePort, f model.Family) []netip.Addr {
+	var out []netip.Addr
+	if ip, ok := sp.ClusterIP(f); ok {
+		out = append(out, ip)
+	}
+	out = append(out, model.AddrsOf(sp.ExternalIPs, f)...)
+	return append(out, model.AddrsOf(sp.LoadBalancerIPs, f)...)
+}
+
+// trackAddrs replaces a port's addresses in addrRefs.
+func (b *Builder) trackAddrs(name model.ServicePortName, addrs []netip.Addr) {
+	for _, a := range b.portAddrs[name] {
+		if b.addrRefs[a]--; b.addrRefs[a] <= 0 {
+			delete(b.addrRefs, a)
 		}
 	}
-	sort.Slice(names, func(i, j int) bool {
-		return names[i].String()+string(names[i].Protocol) < names[j].String()+string(names[j].Protocol)
-	})
-	for _, name := range names {
-		b.writeServicePort(in.Snapshot.Services[name])
+	delete(b.portAddrs, name)
+	if len(addrs) == 0 {
+		return
 	}
-	b.writeNodePortsJump()
+	b.portAddrs[name] = addrs
+	for _, a := range addrs {
+		b.addrRefs[a]++
+	}
+}
 
-	// Chains that existed before and are no longer used are flushed and deleted.
-	var stale []string
-	for c := range in.PreviousChains {
-		if _, ok := b.active[c]; !ok && isServiceChain(c) {
-			stale = append(stale, c)
+// countAfter updates the address counts with the snapshot's changes and returns the
+// number of distinct addresses.
+func (b *Builder) countAfter(snap *model.Snapshot) int {
+	for nn := range snap.Changed {
+		for _, sp := range snap.PreviousPorts[nn] {
+			b.trackAddrs(sp.Name, nil)
+		}
+		for _, sp := range snap.PortsByService[nn] {
+			if _, ok := sp.ClusterIP(b.params.Family); ok {
+				b.trackAddrs(sp.Name, portAddresses(sp, b.params.Family))
+			}
 		}
 	}
-	sort.Strings(stale)
-	for _, c := range stale {
-		b.natChains.chain(c)
+	return len(b.addrRefs)
+}
+
+// knownChains are the per-service and tree chains this Builder's last ruleset left.
+func (b *Builder) knownChains() map[string]struct{} {
+	out := map[string]struct{}{}
+	for _, f := range b.frags {
+		for _, c := range f.chainNames {
+			out[c] = struct{}{}
+		}
+	}
+	for level := 0; b.depth > 0 && level <= b.depth; level++ {
+		for k := uint32(0); k < 1<<level; k++ {
+			out[treeChain(k, level)] = struct{}{}
+		}
+	}
+	return out
+}
+
+// output collects one restore input.
+type output struct {
+	filterChains, filterRules lines
+	natChains, natRules       lines
+	ownChains                 lines // per-port chains: declarations and rules
+	stale                     []string
+}
+
+func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct{}) *Ruleset {
+	b.frags = make(map[model.ServicePortName]*fragment, len(snap.Services))
+	b.leaves = map[uint32]map[model.ServicePortName]struct{}{}
+	b.filterPorts = map[model.ServicePortName]struct{}{}
+	b.nodePortPorts = map[model.ServicePortName]struct{}{}
+	b.noLocal = map[string]int{}
+	b.addrRefs = map[netip.Addr]int{}
+	b.portAddrs = map[model.ServicePortName][]netip.Addr{}
+	for name, sp := range snap.Services {
+		if _, ok := sp.ClusterIP(b.params.Family); ok {
+			b.frags[name] = buildFragment(&b.params, sp, snap.Endpoints[name], snap.Node, b.markMasq)
+			b.trackAddrs(name, portAddresses(sp, b.params.Family))
+		}
+	}
+	b.depth = treeDepth(len(b.addrRefs))
+	for name, f := range b.frags {
+		b.index(name, f)
 	}
 
+	var o output
+	writeFixedChains(&b.params, &o.filterChains, &o.filterRules, &o.natChains, &o.natRules)
+	writeTree(&o.natChains, &o.natRules, b.depth, b.params.Family == model.IPv6)
+	if b.depth > 0 {
+		o.natRules.rule(join([]string{"-A", chainServices}, comment("kproxy service dispatch by destination address"),
+			[]string{"-j", treeChain(0, 0)})...)
+	}
+	for _, k := range slices.Sorted(maps.Keys(b.leaves)) {
+		b.writeLeaf(&o, k)
+	}
+	writeNodePortsJump(&b.params, &o.natRules)
+	b.writeNodePorts(&o)
+	b.writeFilterPorts(&o)
+	active := map[string]struct{}{}
+	for _, name := range sortedNames(b.frags) {
+		f := b.frags[name]
+		o.ownChains.buf.Write(f.chains)
+		o.ownChains.rules += f.ownRules
+		for _, c := range f.chainNames {
+			active[c] = struct{}{}
+		}
+	}
+	for level := 0; b.depth > 0 && level <= b.depth; level++ {
+		for k := uint32(0); k < 1<<level; k++ {
+			active[treeChain(k, level)] = struct{}{}
+		}
+	}
+	for c := range kernelChains {
+		if _, ok := active[c]; !ok && (isServiceChain(c) || isTreeChain(c)) {
+			o.stale = append(o.stale, c)
+		}
+	}
+	return b.render(&o)
+}
+
+func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
+	var o output
+	// Per changed port: its fragment as the kernel has it, and the new one.
+	before := map[model.ServicePortName]*fragment{}
+	after := map[model.ServicePortName]*fragment{}
+	for _, nn := range slices.SortedFunc(maps.Keys(snap.Changed), compareNames) {
+		// The Service's fragments as the kernel has them: its previous ports, and any
+		// current port already known.
+		for _, sp := range slices.Concat(snap.PreviousPorts[nn], snap.PortsByService[nn]) {
+			if f, ok := b.frags[sp.Name]; ok {
+				before[sp.Name] = f
+				b.unindex(sp.Name, f)
+				delete(b.frags, sp.Name)
+			}
+		}
+		for _, sp := range snap.PortsByService[nn] {
+			if _, ok := sp.ClusterIP(b.params.Family); !ok {
+				continue
+			}
+			f := buildFragment(&b.params, sp, snap.Endpoints[sp.Name], snap.Node, b.markMasq)
+			after[sp.Name] = f
+			b.frags[sp.Name] = f
+			b.index(sp.Name, f)
+			o.ownChains.buf.Write(f.chains)
+			o.ownChains.rules += f.ownRules
+		}
+	}
+	// Only what differs is rewritten: a leaf when an address's rules changed there,
+	// KUBE-NODEPORTS and the filter chains when a port's entries in them changed.
+	touched := map[uint32]bool{}
+	filterDirty, nodePortsDirty := false, false
+	newChains := map[string]struct{}{}
+	for _, f := range after {
+		for _, c := range f.chainNames {
+			newChains[c] = struct{}{}
+		}
+	}
+	for _, name := range slices.Collect(maps.Keys(before)) {
+		if _, ok := after[name]; !ok {
+			after[name] = &fragment{}
+		}
+	}
+	for name, nf := range after {
+		of := before[name]
+		if of == nil {
+			of = &fragment{}
+		}
+		ob, nb := b.byLeaf(of.dispatch), b.byLeaf(nf.dispatch)
+		for k := range ob {
+			if !slices.Equal(ob[k], nb[k]) {
+				touched[k] = true
+			}
+		}
+		for k := range nb {
+			if !slices.Equal(ob[k], nb[k]) {
+				touched[k] = true
+			}
+		}
+		nodePortsDirty = nodePortsDirty || !slices.Equal(of.nodePorts, nf.nodePorts)
+		for c := range of.filter {
+			filterDirty = filterDirty || !slices.Equal(of.filter[c], nf.filter[c])
+		}
+		for _, c := range of.chainNames {
+			if _, ok := newChains[c]; !ok {
+				o.stale = append(o.stale, c)
+			}
+		}
+	}
+	// Leaves are rewritten whole: declaring a chain in a --noflush restore flushes it.
+	// The flat layout's one leaf is KUBE-SERVICES, which ends with the NodePorts jump.
+	if len(touched) > 0 {
+		if b.depth == 0 {
+			o.natChains.chain(chainServices)
+			b.writeLeaf(&o, 0)
+			writeNodePortsJump(&b.params, &o.natRules)
+		} else {
+			for _, k := range slices.Sorted(maps.Keys(touched)) {
+				o.natChains.chain(leafChain(k, b.depth))
+				b.writeLeaf(&o, k)
+			}
+		}
+	}
+	if nodePortsDirty {
+		o.natChains.chain(chainNodePorts)
+		b.writeNodePorts(&o)
+	}
+	if filterDirty {
+		for _, c := range filterChainNames {
+			o.filterChains.chain(c)
+		}
+		b.writeFilterPorts(&o)
+	}
+	return b.render(&o)
+}
+
+// byLeaf groups dispatch rules by the leaf they live in.
+func (b *Builder) byLeaf(rules []addrRule) map[uint32][]addrRule {
+	out := map[uint32][]addrRule{}
+	for _, r := range rules {
+		k := bucket(r.addr, b.depth)
+		out[k] = append(out[k], r)
+	}
+	return out
+}
+
+// index records a fragment in the leaves and port lists; unindex removes it.
+func (b *Builder) index(name model.ServicePortName, f *fragment) {
+	for _, r := range f.dispatch {
+		k := bucket(r.addr, b.depth)
+		if b.leaves[k] == nil {
+			b.leaves[k] = map[model.ServicePortName]struct{}{}
+		}
+		b.leaves[k][name] = struct{}{}
+	}
+	if f.hasFilterRules() {
+		b.filterPorts[name] = struct{}{}
+	}
+	if len(f.nodePorts) > 0 {
+		b.nodePortPorts[name] = struct{}{}
+	}
+	if f.noLocalInternal {
+		b.noLocal["internal"]++
+	}
+	if f.noLocalExternal {
+		b.noLocal["external"]++
+	}
+}
+
+func (b *Builder) unindex(name model.ServicePortName, f *fragment) {
+	for _, r := range f.dispatch {
+		k := bucket(r.addr, b.depth)
+		delete(b.leaves[k], name)
+		if len(b.leaves[k]) == 0 {
+			delete(b.leaves, k)
+		}
+	}
+	delete(b.filterPorts, name)
+	delete(b.nodePortPorts, name)
+	if f.noLocalInternal {
+		b.noLocal["internal"]--
+	}
+	if f.noLocalExternal {
+		b.noLocal["external"]--
+	}
+}
+
+// writeLeaf writes the dispatch rules of the addresses in leaf k.
+func (b *Builder) writeLeaf(o *output, k uint32) {
+	leaf := leafChain(k, b.depth)
+	for _, name := range sortedNames(b.leaves[k]) {
+		for _, r := range b.frags[name].dispatch {
+			if bucket(r.addr, b.depth) == k {
+				o.natRules.rule("-A", leaf, r.rule)
+			}
+		}
+	}
+}
+
+func (b *Builder) writeNodePorts(o *output) {
+	for _, name := range sortedNames(b.nodePortPorts) {
+		for _, r := range b.frags[name].nodePorts {
+			o.natRules.rule("-A", chainNodePorts, r)
+		}
+	}
+}
+
+func (b *Builder) writeFilterPorts(o *output) {
+	for _, name := range sortedNames(b.filterPorts) {
+		for c, rules := range b.frags[name].filter {
+			for _, r := range rules {
+				o.filterRules.rule("-A", filterChainNames[c], r)
+			}
+		}
+	}
+}
+
+// render assembles the restore input: every chain declaration before any rule, as
+// iptables-restore wants, and the deletion of stale chains after them.
+func (b *Builder) render(o *output) *Ruleset {
+	sort.Strings(o.stale)
+	decl, ownRules := splitDeclarations(o.ownChains.buf.Bytes())
 	var out bytes.Buffer
 	out.WriteString("*filter\n")
-	out.Write(b.filterChains.buf.Bytes())
-	out.Write(b.filterRules.buf.Bytes())
+	out.Write(o.filterChains.buf.Bytes())
+	out.Write(o.filterRules.buf.Bytes())
 	out.WriteString("COMMIT\n*nat\n")
-	out.Write(b.natChains.buf.Bytes())
-	out.Write(b.natRules.buf.Bytes())
-	for _, c := range stale {
+	out.Write(o.natChains.buf.Bytes())
+	out.Write(decl)
+	for _, c := range o.stale {
+		out.WriteString(":" + c + " - [0:0]\n")
+	}
+	out.Write(o.natRules.buf.Bytes())
+	out.Write(ownRules)
+	for _, c := range o.stale {
 		out.WriteString("-X " + c + "\n")
 	}
 	out.WriteString("COMMIT\n")
 	return &Ruleset{
 		Data:             out.Bytes(),
-		ActiveChains:     b.active,
-		FilterRules:      b.filterRules.rules,
-		NatRules:         b.natRules.rules,
-		NoLocalEndpoints: b.noLocal,
+		FilterRules:      o.filterRules.rules,
+		NatRules:         o.natRules.rules + o.ownChains.rules,
+		NoLocalEndpoints: maps.Clone(b.noLocal),
 	}
 }
 
-type builder struct {
-	p    *Params
-	snap *model.Snapshot
-	full bool
-
-	filterChains, filterRules lines
-	natChains, natRules       lines
-	// svcRules collects the nat KUBE-SERVICES rules; KUBE-NODEPORTS' jump goes last.
-	active   map[string]struct{}
-	noLocal  map[string]int
-	markMasq []string
-}
-
-// writeFixedChains writes the chains every sync rewrites in full, with their fixed rules.
-func (b *builder) writeFixedChains() {
-	for _, c := range []string{chainServices, chainExternalServices, chainForward, chainNodePorts, chainProxyFirewall} {
-		b.filterChains.chain(c)
-	}
-	if b.localhostNodePorts() {
-		b.filterChains.chain(chainFirewall)
-		b.filterRules.rule(join([]string{"-A", chainFirewall}, comment("block incoming localnet connections"),
-			[]string{"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"})...)
-	}
-	if b.p.DropInvalid {
-		b.filterRules.rule("-A", chainForward, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-	}
-	mark := b.p.masqMark()
-	b.filterRules.rule(join([]string{"-A", chainForward}, comment("kubernetes forwarding rules"), []string{"-m", "mark", "--mark", mark + "/" + mark, "-j", "ACCEPT"})...)
-	b.filterRules.rule(join([]string{"-A", chainForward}, comment("kubernetes forwarding conntrack rule"), []string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"})...)
-
-	for _, c := range []string{chainServices, chainNodePorts, chainPostrouting, chainMarkMasq} {
-		b.natChains.chain(c)
-	}
-	b.natRules.rule("-A", chainPostrouting, "-m", "mark", "!", "--mark", mark+"/"+mark, "-j", "RETURN")
-	b.natRules.rule("-A", chainPostrouting, "-j", "MARK", "--xor-mark", mark)
-	b.natRules.rule(join([]string{"-A", chainPostrouting}, comment("kubernetes service traffic requiring SNAT"), []string{"-j", "MASQUERADE", "--random-fully"})...)
-	b.natRules.rule("-A", chainMarkMasq, "-j", "MARK", "--or-mark", mark)
-}
-
-func (b *builder) localhostNodePorts() bool {
-	return b.p.Family == model.IPv4 && b.p.LocalhostNodePorts
-}
-
-// writeNodePortsJump writes the last rule of nat KUBE-SERVICES, which must stay last.
-func (b *builder) writeNodePortsJump() {
-	c := comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-	if b.p.NodePortAll {
-		args := join([]string{"-A", chainServices}, c, []string{"-m", "addrtype", "--dst-type", "LOCAL"})
-		if b.p.Family == model.IPv4 && !b.p.LocalhostNodePorts {
-			args = append(args, "!", "-d", "127.0.0.0/8")
-		}
-		if b.p.Family == model.IPv6 {
-			args = append(args, "!", "-d", "::1/128")
-		}
-		b.natRules.rule(append(args, "-j", chainNodePorts)...)
-		return
-	}
-	for _, ip := range b.p.NodePortIPs {
-		if model.FamilyOf(ip) != b.p.Family || (ip.IsLoopback() && !b.localhostNodePorts()) {
+func splitDeclarations(b []byte) (decl, rules []byte) {
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if len(line) == 0 {
 			continue
 		}
-		b.natRules.rule(join([]string{"-A", chainServices}, c, []string{"-d", ip.String(), "-j", chainNodePorts})...)
+		if line[0] == ':' {
+			decl = append(decl, line...)
+		} else {
+			rules = append(rules, line...)
+		}
 	}
+	return decl, rules
 }
 
-// changed reports whether the per-service chains of a Service must be written.
-func (b *builder) changed(nn types.NamespacedName) bool {
-	if b.full {
-		return true
+// sortedNames orders ports by "ns/name:port" and protocol, so the restore input (and
+// its tests) are deterministic.
+func sortedNames[V any](m map[model.ServicePortName]V) []model.ServicePortName {
+	names := slices.Collect(maps.Keys(m))
+	sort.Slice(names, func(i, j int) bool {
+		return names[i].String()+string(names[i].Protocol) < names[j].String()+string(names[j].Protocol)
+	})
+	return names
+}
+
+func compareNames(a, b types.NamespacedName) int {
+	if a.Namespace != b.Namespace {
+		if a.Namespace < b.Namespace {
+			return -1
+		}
+		return 1
 	}
-	_, ok := b.snap.Changed[nn]
-	return ok
+	switch {
+	case a.Name < b.Name:
+		return -1
+	case a.Name > b.Name:
+		return 1
+	}
+	return 0
+}
+
+// paramsEqual says whether two syncs' Params give the same rules for the same input;
+// when they differ the build is full.
+func paramsEqual(a, b Params) bool {
+	return a.Family == b.Family && a.MasqueradeAll == b.MasqueradeAll && a.MasqueradeBit == b.MasqueradeBit &&
+		slices.Equal(a.LocalDetector.ifLocal, b.LocalDetector.ifLocal) && a.DetectLocalByNodeCIDR == b.DetectLocalByNodeCIDR &&
+		a.NodePortAll == b.NodePortAll && slices.Equal(a.NodePortIPs, b.NodePortIPs) &&
+		a.LocalhostNodePorts == b.LocalhostNodePorts && slices.Equal(a.NodeIPs, b.NodeIPs) && a.DropInvalid == b.DropInvalid
 }

@@ -117,22 +117,54 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 	a := clusterIPPort("ns", "a", "172.30.0.1")
 	b := clusterIPPort("ns", "b", "172.30.0.2")
 	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{a: {ep("10.1.0.1", 80, "n")}, b: {ep("10.1.0.2", 80, "n")}})
-	first := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
+	builder := NewBuilder()
+	builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
 
 	// Only b changes: its endpoint moves.
 	snap.Endpoints[b.Name] = []*model.Endpoint{ep("10.1.0.3", 80, "n")}
 	snap.Changed = map[types.NamespacedName]struct{}{b.Name.NamespacedName: {}}
-	second := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: false, PreviousChains: first.ActiveChains})
+	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{b.Name.NamespacedName: {b}}
+	second := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
 
 	mustContain(t, second.Data,
-		// KUBE-SERVICES is always rewritten, with both Services.
-		`-A KUBE-SERVICES -m comment --comment "ns/a:http cluster IP" -m tcp -p tcp -d 172.30.0.1 --dport 80 -j `+chainsFor(a).svc,
 		":"+chainsFor(b).svc+" - [0:0]",
 		"-X "+endpointChain(b, ep("10.1.0.2", 80, "n")),
 	)
+	// The dispatch rules did not change, so KUBE-SERVICES is left alone.
+	mustNotContain(t, second.Data, ":KUBE-SERVICES", "-A KUBE-SERVICES")
 	// a's chains are neither declared (which would flush them) nor deleted.
 	mustNotContain(t, second.Data, ":"+chainsFor(a).svc, "-A "+chainsFor(a).svc, "-X "+chainsFor(a).svc)
-	if _, ok := second.ActiveChains[chainsFor(a).svc]; !ok {
-		t.Errorf("unchanged Service's chain missing from the active set")
+	// Nothing else changed: the filter table and KUBE-NODEPORTS are left alone.
+	mustNotContain(t, second.Data, ":KUBE-NODEPORTS", ":KUBE-FORWARD", ":KUBE-EXTERNAL-SERVICES")
+}
+
+func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
+	a := clusterIPPort("ns", "a", "172.30.0.1")
+	b := clusterIPPort("ns", "b", "172.30.0.2")
+	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{a: {ep("10.1.0.1", 80, "n")}, b: {ep("10.1.0.2", 80, "n")}})
+	builder := NewBuilder()
+	builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
+
+	b2 := clusterIPPort("ns", "b", "172.30.0.9")
+	snap.Services[b.Name] = b2
+	snap.PortsByService[b.Name.NamespacedName] = []*model.ServicePort{b2}
+	snap.Changed = map[types.NamespacedName]struct{}{b.Name.NamespacedName: {}}
+	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{b.Name.NamespacedName: {b}}
+	rs := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
+	// The flat layout's KUBE-SERVICES is rewritten whole, with both Services and the
+	// NodePorts jump last.
+	mustContain(t, rs.Data,
+		":KUBE-SERVICES - [0:0]",
+		`-A KUBE-SERVICES -m comment --comment "ns/a:http cluster IP" -m tcp -p tcp -d 172.30.0.1 --dport 80 -j `+chainsFor(a).svc,
+		`-A KUBE-SERVICES -m comment --comment "ns/b:http cluster IP" -m tcp -p tcp -d 172.30.0.9 --dport 80 -j `+chainsFor(b).svc,
+	)
+	var services []string
+	for _, l := range strings.Split(string(rs.Data), "\n") {
+		if strings.HasPrefix(l, "-A KUBE-SERVICES ") {
+			services = append(services, l)
+		}
+	}
+	if len(services) != 3 || !strings.HasSuffix(services[2], "-j KUBE-NODEPORTS") {
+		t.Errorf("nat KUBE-SERVICES = %q, want both Services and the NodePorts jump last", services)
 	}
 }

@@ -85,7 +85,7 @@ func fixedChains(p *Params) []*chain {
 
 	check := &chain{name: chainClusterIPsCheck}
 	check.add("Reject traffic to invalid ports of ClusterIPs", ip, "daddr @"+setClusterIPs, "reject")
-	if cidrs := familyPrefixes(p.ServiceCIDRs, p.Family); len(cidrs) > 0 {
+	if cidrs := model.PrefixesOf(p.ServiceCIDRs, p.Family); len(cidrs) > 0 {
 		s := make([]string, len(cidrs))
 		for i, c := range cidrs {
 			s[i] = c.String()
@@ -138,7 +138,7 @@ func nodePortElements(p *Params) []element {
 		return nil
 	}
 	var out []element
-	for _, a := range familyAddrs(p.NodePortIPs, p.Family) {
+	for _, a := range model.AddrsOf(p.NodePortIPs, p.Family) {
 		if !a.IsLoopback() {
 			out = append(out, element{container: setNodePortIPs, key: []string{a.String()}})
 		}

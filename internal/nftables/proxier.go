@@ -136,7 +136,7 @@ func (p *Proxier) resolveParams(node *model.Node) Params {
 	params := p.params
 	params.NodeIPs = nil
 	if node != nil {
-		params.NodeIPs = familyAddrs(node.Addresses, params.Family)
+		params.NodeIPs = model.AddrsOf(node.Addresses, params.Family)
 	}
 	if params.DetectLocalByNodeCIDR {
 		params.LocalDetector = LocalDetector{}

@@ -26,9 +26,9 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 	port := itoa(sp.Port)
 	base := portBase(sp)
 
-	sets := model.CategorizeEndpoints(familyEndpoints(eps, fam), sp, node)
-	usesCluster := len(sets.Cluster) > 0 && sp.UsesClusterEndpoints()
-	usesLocal := len(sets.Local) > 0 && sp.UsesLocalEndpoints()
+	plan := model.PlanPort(sp, eps, node, fam)
+	sets := plan.Sets
+	usesCluster, usesLocal := plan.ClusterChain, plan.LocalChain
 	clusterChain, localChain := "", ""
 	if usesCluster {
 		clusterChain = prefixService + base
@@ -36,25 +36,20 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 	if usesLocal {
 		localChain = prefixLocal + base
 	}
-	hasEndpoints := sets.HasAny
-	internalChain, hasInternal := clusterChain, hasEndpoints
-	if sp.InternalPolicyLocal {
+	hasEndpoints, hasInternal, hasExternal := plan.HasEndpoints, plan.HasInternal, plan.HasExternal
+	internalChain, externalPolicyChain := clusterChain, clusterChain
+	if plan.InternalLocal {
 		internalChain = localChain
-		hasInternal = hasInternal && len(sets.Local) > 0
 	}
-	externalPolicyChain, hasExternal := clusterChain, hasEndpoints
-	if sp.ExternalPolicyLocal {
+	if plan.ExternalLocal {
 		externalPolicyChain = localChain
-		hasExternal = hasExternal && len(sets.Local) > 0
 	}
-	externalIPs := familyAddrs(sp.ExternalIPs, fam)
-	lbIPs := familyAddrs(sp.LoadBalancerIPs, fam)
-	ranges := familyPrefixes(sp.LoadBalancerSourceRanges, fam)
+	externalIPs, lbIPs, ranges := plan.ExternalIPs, plan.LBIPs, plan.SourceRanges
 	externalChain := prefixExternal + base
-	usesExternal := hasEndpoints && (sp.NodePort != 0 || len(externalIPs) > 0 || len(lbIPs) > 0)
+	usesExternal := plan.ExternalChain
 	// Unlike iptables, the firewall filters before DNAT, so it exists even without
 	// endpoints: traffic from outside the ranges is dropped, not rejected.
-	usesFW := len(lbIPs) > 0 && len(ranges) > 0 && !allowsAll(ranges)
+	usesFW := plan.Firewalled
 	firewallChain := prefixFirewall + base
 
 	// What happens to traffic that finds no usable endpoint: REJECT when the Service

@@ -195,19 +195,12 @@ func addrIn(a netip.Addr, spec string) bool {
 			continue
 		}
 		if i := strings.IndexByte(s, '/'); i > 0 {
+			// A dotted mask, contiguous or not: kproxy's dispatch tree tests single
+			// address bits with masks such as 0.0.0.4/0.0.0.4.
 			base, err1 := netip.ParseAddr(s[:i])
 			mask, err2 := netip.ParseAddr(s[i+1:])
-			if err1 == nil && err2 == nil {
-				bits := 0
-				for _, by := range mask.AsSlice() {
-					for by&0x80 != 0 {
-						bits++
-						by <<= 1
-					}
-				}
-				if p, err := base.Prefix(bits); err == nil && p.Contains(a) {
-					return true
-				}
+			if err1 == nil && err2 == nil && maskedEqual(a, base, mask) {
+				return true
 			}
 			continue
 		}
@@ -216,6 +209,20 @@ func addrIn(a netip.Addr, spec string) bool {
 		}
 	}
 	return false
+}
+
+// maskedEqual reports whether a and base agree on every bit set in mask.
+func maskedEqual(a, base, mask netip.Addr) bool {
+	if a.Is4() != base.Is4() || base.Is4() != mask.Is4() {
+		return false
+	}
+	ab, bb, mb := a.AsSlice(), base.AsSlice(), mask.AsSlice()
+	for i := range mb {
+		if ab[i]&mb[i] != bb[i]&mb[i] {
+			return false
+		}
+	}
+	return true
 }
 
 var protoNumbers = map[string]string{"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}

@@ -54,6 +54,7 @@ func runKproxyCases(t *testing.T, mode string) {
 		{"FileWatchLatency", testFileWatchLatency},
 		{"PlainWrite", testPlainWrite},
 		{"MalformedManifest", testMalformedManifest},
+		{"ManyServices", testManyServices},
 		{"SIGKILLAndRestart", testSIGKILLAndRestart},
 		{"Cleanup", testCleanup},
 	}

@@ -1,0 +1,255 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/kproxy/kproxy/internal/model"
+)
+
+// filterChain indexes the filter chains ServicePorts put rules in.
+type filterChain int
+
+const (
+	filterServices filterChain = iota
+	filterExternalServices
+	filterNodePorts
+	filterProxyFirewall
+	numFilterChains
+)
+
+var filterChainNames = [numFilterChains]string{chainServices, chainExternalServices, chainNodePorts, chainProxyFirewall}
+
+// addrRule is a nat rule that matches one destination address; it lives in the
+// dispatch chain of that address (see dispatch.go).
+type addrRule struct {
+	addr netip.Addr
+	rule string // the rule after "-A <chain> "
+}
+
+// fragment is everything one ServicePort contributes to the ruleset. Fragments are
+// cached between syncs and recomputed only for the Services that changed, so a sync
+// costs work in proportion to what changed, not to all Services.
+type fragment struct {
+	dispatch  []addrRule
+	nodePorts []string // nat KUBE-NODEPORTS rules, after "-A KUBE-NODEPORTS "
+	filter    [numFilterChains][]string
+	// chains are the port's own nat chains (SVC, SVL, EXT, FW, SEP): declarations and
+	// rules in restore syntax; chainNames lists them.
+	chains     []byte
+	chainNames []string
+	ownRules   int // rules in chains
+	// noLocal counts, for the metric, Local policies without local endpoints.
+	noLocalInternal, noLocalExternal bool
+}
+
+func (f *fragment) hasFilterRules() bool {
+	for _, rules := range f.filter {
+		if len(rules) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// words renders rule words as restore text (quoting is done by comment()).
+func words(ws ...[]string) string { return strings.Join(join(ws...), " ") }
+
+// buildFragment computes one ServicePort's rules. The decisions are upstream
+// kube-proxy's (model.PlanPort); this only spells them in iptables.
+func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node *model.Node, markMasq []string) *fragment {
+	plan := model.PlanPort(sp, eps, node, p.Family)
+	f := &fragment{}
+	name := sp.Name.String()
+	proto := sp.ProtocolLower()
+	protoArgs := []string{"-m", proto, "-p", proto}
+	chains := chainsFor(sp)
+	clusterChain, localChain := "", ""
+	if plan.ClusterChain {
+		clusterChain = chains.svc
+	}
+	if plan.LocalChain {
+		localChain = chains.svl
+	}
+	internalChain, externalPolicyChain := clusterChain, clusterChain
+	if plan.InternalLocal {
+		internalChain = localChain
+	}
+	if plan.ExternalLocal {
+		externalPolicyChain = localChain
+	}
+	usesFW := plan.HasEndpoints && plan.Firewalled
+	lbChain := chains.ext
+	if usesFW {
+		lbChain = chains.fw
+	}
+
+	// What the filter table does with traffic that finds no usable endpoint.
+	var internalFilter, externalFilter []string
+	if !plan.HasEndpoints {
+		internalFilter = join(comment(name+" has no endpoints"), []string{"-j", "REJECT"})
+		externalFilter = internalFilter
+	} else {
+		if !plan.HasInternal {
+			internalFilter = join(comment(name+" has no local endpoints"), []string{"-j", "DROP"})
+			f.noLocalInternal = true
+		}
+		if !plan.HasExternal {
+			externalFilter = join(comment(name+" has no local endpoints"), []string{"-j", "DROP"})
+			f.noLocalExternal = true
+		}
+	}
+	dport := []string{"--dport", strconv.Itoa(int(sp.Port))}
+	dst := func(a netip.Addr) []string { return []string{"-d", a.String()} }
+	addFilter := func(c filterChain, rule string) { f.filter[c] = append(f.filter[c], rule) }
+	addDispatch := func(a netip.Addr, rule string) { f.dispatch = append(f.dispatch, addrRule{addr: a, rule: rule}) }
+
+	// The ClusterIP.
+	if plan.HasInternal {
+		addDispatch(plan.ClusterIP, words(comment(name+" cluster IP"), protoArgs, dst(plan.ClusterIP), dport, []string{"-j", internalChain}))
+	} else {
+		addFilter(filterServices, words(internalFilter[:4], protoArgs, dst(plan.ClusterIP), dport, internalFilter[4:]))
+	}
+	// externalIPs.
+	for _, ip := range plan.ExternalIPs {
+		if plan.HasEndpoints {
+			addDispatch(ip, words(comment(name+" external IP"), protoArgs, dst(ip), dport, []string{"-j", chains.ext}))
+		}
+		if !plan.HasExternal {
+			addFilter(filterExternalServices, words(externalFilter[:4], protoArgs, dst(ip), dport, externalFilter[4:]))
+		}
+	}
+	// LoadBalancer ingress IPs.
+	for _, ip := range plan.LBIPs {
+		if plan.HasEndpoints {
+			addDispatch(ip, words(comment(name+" loadbalancer IP"), protoArgs, dst(ip), dport, []string{"-j", lbChain}))
+		}
+		if usesFW {
+			addFilter(filterProxyFirewall, words(comment(fmt.Sprintf("%s traffic not accepted by %s", name, chains.fw)),
+				protoArgs, dst(ip), dport, []string{"-j", "DROP"}))
+		}
+		if !plan.HasExternal {
+			addFilter(filterExternalServices, words(externalFilter[:4], protoArgs, dst(ip), dport, externalFilter[4:]))
+		}
+	}
+	// The NodePort.
+	if sp.NodePort != 0 {
+		np := []string{"--dport", strconv.Itoa(int(sp.NodePort))}
+		if plan.HasEndpoints {
+			f.nodePorts = append(f.nodePorts, words(comment(name), protoArgs, np, []string{"-j", chains.ext}))
+		}
+		if !plan.HasExternal {
+			addFilter(filterExternalServices, words(externalFilter[:4], []string{"-m", "addrtype", "--dst-type", "LOCAL"}, protoArgs, np, externalFilter[4:]))
+		}
+	}
+	// The health check node port is accepted whether or not there are local endpoints.
+	if sp.HealthCheckNodePort != 0 {
+		addFilter(filterNodePorts, words(comment(name+" health check node port"),
+			[]string{"-m", "tcp", "-p", "tcp", "--dport", strconv.Itoa(int(sp.HealthCheckNodePort)), "-j", "ACCEPT"}))
+	}
+
+	// The port's own chains.
+	var own lines
+	var ownRules lines
+	activate := func(c string) {
+		own.chain(c)
+		f.chainNames = append(f.chainNames, c)
+	}
+	if plan.HasInternal {
+		args := join([]string{"-A", internalChain}, comment(name+" cluster IP"), protoArgs, dst(plan.ClusterIP), dport)
+		if p.MasqueradeAll {
+			ownRules.rule(append(args, markMasq...)...)
+		} else if p.LocalDetector.Implemented() {
+			ownRules.rule(join(args, p.LocalDetector.ifNotLocal, markMasq)...)
+		}
+	}
+	if plan.ExternalChain {
+		activate(chains.ext)
+		ext := []string{"-A", chains.ext}
+		if !sp.ExternalPolicyLocal {
+			ownRules.rule(join(ext, comment("masquerade traffic for "+name+" external destinations"), markMasq)...)
+		} else {
+			// Pod traffic to an external destination is not subject to the traffic
+			// policy (as if it went out to the load balancer and came back in).
+			if p.LocalDetector.Implemented() && clusterChain != "" {
+				ownRules.rule(join(ext, comment("pod traffic for "+name+" external destinations"), p.LocalDetector.ifLocal, []string{"-j", clusterChain})...)
+			}
+			// Traffic from the node itself must be masqueraded: its source would be
+			// the external IP itself.
+			ownRules.rule(join(ext, comment("masquerade LOCAL traffic for "+name+" external destinations"),
+				[]string{"-m", "addrtype", "--src-type", "LOCAL"}, markMasq)...)
+			if clusterChain != "" {
+				ownRules.rule(join(ext, comment("route LOCAL traffic for "+name+" external destinations"),
+					[]string{"-m", "addrtype", "--src-type", "LOCAL", "-j", clusterChain})...)
+			}
+		}
+		if plan.HasExternal {
+			ownRules.rule(join(ext, []string{"-j", externalPolicyChain})...)
+		}
+	}
+	if usesFW {
+		activate(chains.fw)
+		fw := join([]string{"-A", chains.fw}, comment(name+" loadbalancer IP"))
+		allowFromNode := false
+		for _, r := range plan.SourceRanges {
+			ownRules.rule(join(fw, []string{"-s", r.String(), "-j", chains.ext})...)
+			for _, nip := range p.NodeIPs {
+				allowFromNode = allowFromNode || r.Contains(nip)
+			}
+		}
+		// A node reaching its own LB VIP loops back with the VIP as source.
+		if allowFromNode {
+			for _, ip := range plan.LBIPs {
+				ownRules.rule(join(fw, []string{"-s", ip.String(), "-j", chains.ext})...)
+			}
+		}
+		ownRules.rule(join([]string{"-A", chains.fw}, comment("other traffic to "+name+" will be dropped by KUBE-PROXY-FIREWALL"))...)
+	}
+	if plan.ClusterChain {
+		activate(clusterChain)
+		writeEndpointJumps(&ownRules, sp, clusterChain, plan.Sets.Cluster)
+	}
+	if plan.LocalChain {
+		activate(localChain)
+		writeEndpointJumps(&ownRules, sp, localChain, plan.Sets.Local)
+	}
+	for _, ep := range plan.Sets.AllReachable {
+		sep := endpointChain(sp, ep)
+		activate(sep)
+		args := join([]string{"-A", sep}, comment(name))
+		// Hairpin: a pod that reaches itself through the Service must see another
+		// source, or its reply would not go back through the DNAT.
+		ownRules.rule(join(args, []string{"-s", ep.IP.String()}, markMasq)...)
+		if sp.StickyMaxAgeSeconds > 0 {
+			args = append(args, "-m", "recent", "--name", sep, "--set")
+		}
+		ownRules.rule(join(args, protoArgs, []string{"-j", "DNAT", "--to-destination", ep.String()})...)
+	}
+	own.buf.Write(ownRules.buf.Bytes())
+	f.chains = own.buf.Bytes()
+	f.ownRules = ownRules.rules
+	return f
+}
+
+// writeEndpointJumps writes a SVC or SVL chain: affinity checks first, then one
+// statistic rule per endpoint so each gets an equal share; the last is unconditional.
+func writeEndpointJumps(natRules *lines, sp *model.ServicePort, chain string, eps []*model.Endpoint) {
+	name := sp.Name.String()
+	if sp.StickyMaxAgeSeconds > 0 {
+		for _, ep := range eps {
+			sep := endpointChain(sp, ep)
+			natRules.rule(join([]string{"-A", chain}, comment(name+" -> "+ep.String()),
+				[]string{"-m", "recent", "--name", sep, "--rcheck", "--seconds", strconv.Itoa(sp.StickyMaxAgeSeconds), "--reap", "-j", sep})...)
+		}
+	}
+	n := len(eps)
+	for i, ep := range eps {
+		args := join([]string{"-A", chain}, comment(name+" -> "+ep.String()))
+		if i < n-1 {
+			args = append(args, "-m", "statistic", "--mode", "random", "--probability", fmt.Sprintf("%0.10f", 1.0/float64(n-i)))
+		}
+		natRules.rule(append(args, "-j", endpointChain(sp, ep))...)
+	}
+}
