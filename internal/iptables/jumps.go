@@ -3,6 +3,7 @@ package iptables
 import (
 	"errors"
 	"os/exec"
+	"strings"
 )
 
 // jump is a rule in a built-in chain that leads into one of ours.
@@ -42,38 +43,58 @@ func jumpRules(withFirewall bool) []jump {
 	return js
 }
 
-// ensureJumps inserts each missing jump rule. Rules are prepended in reverse order so
-// that on a clean node they end up in the listed order, ahead of other rules.
-func ensureJumps(r Runner, js []jump) error {
+// missingJumps returns, as iptables-restore lines per table, the jump rules the saved
+// tables lack: checked against one iptables-save per table instead of one
+// "iptables -C" per rule, so a full sync (and the repair after a flush) stays one
+// restore. They are inserted in reverse order so that on a clean node they end up in
+// the listed order, ahead of other rules.
+func missingJumps(js []jump, saved map[string][]byte) map[string][]string {
+	out := map[string][]string{}
 	for i := len(js) - 1; i >= 0; i-- {
 		j := js[i]
-		if err := r.Run(append([]string{"-t", j.table, "-C", j.chain}, j.args...)...); err == nil {
+		if hasJump(saved[j.table], j) {
 			continue
-		} else if !isNotFound(err) {
-			return err
 		}
-		if err := r.Run(append([]string{"-t", j.table, "-I", j.chain}, j.args...)...); err != nil {
-			return err
+		words := make([]string, 0, len(j.args)+2)
+		words = append(words, "-I", j.chain)
+		for _, a := range j.args {
+			if strings.ContainsAny(a, " \t") {
+				a = `"` + a + `"`
+			}
+			words = append(words, a)
+		}
+		out[j.table] = append(out[j.table], strings.Join(words, " "))
+	}
+	return out
+}
+
+// hasJump looks for the rule in iptables-save output: a rule of the same built-in
+// chain with the same target and, when it has one, the same comment (iptables-save
+// may print the matches in another order, so the rule text is not compared).
+func hasJump(save []byte, j jump) bool {
+	target := j.args[len(j.args)-1]
+	comment := ""
+	for i, a := range j.args {
+		if a == "--comment" && i+1 < len(j.args) {
+			comment = j.args[i+1]
 		}
 	}
-	return nil
+	prefix := "-A " + j.chain + " "
+	for _, line := range strings.Split(string(save), "\n") {
+		if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "-j "+target) {
+			continue
+		}
+		if comment == "" || strings.Contains(line, `"`+comment+`"`) || strings.Contains(line, " "+comment+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // isNotFound tells "rule does not exist" (exit status 1) from real failures.
 func isNotFound(err error) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() == 1
-}
-
-// ensureCanaries creates the empty KUBE-PROXY-CANARY chains whose disappearance tells
-// that someone flushed the tables.
-func ensureCanaries(r Runner) error {
-	for _, t := range []string{"mangle", "nat", "filter"} {
-		if err := r.Run("-t", t, "-N", chainCanary); err != nil && !isNotFound(err) {
-			return err
-		}
-	}
-	return nil
 }
 
 // canaryPresent reports whether the mangle canary still exists.

@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -74,22 +75,33 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 	}
 	var kernelChains map[string]struct{}
+	var jumps map[string][]string
 	if full || !p.programmed.Load() {
-		// Ask the kernel: chains of an earlier run must be deleted too.
-		save, err := p.runner.Save("nat")
-		if err != nil {
-			return err
+		// One save per table tells the chains an earlier run left (to delete) and the
+		// jump rules that are missing (to insert): the whole sync is then one restore.
+		saved := map[string][]byte{}
+		for _, table := range []string{"filter", "nat"} {
+			save, err := p.runner.Save(table)
+			if err != nil {
+				return err
+			}
+			saved[table] = save
 		}
 		kernelChains = map[string]struct{}{}
-		for _, c := range chainsIn(save) {
+		for _, c := range chainsIn(saved["nat"]) {
 			if isServiceChain(c) || isTreeChain(c) {
 				kernelChains[c] = struct{}{}
 			}
 		}
+		jumps = missingJumps(jumpRules(params.Family == model.IPv4 && params.LocalhostNodePorts), saved)
 		full = true
 	}
-	rs := p.builder.Build(BuildInput{Params: params, Snapshot: snap, Full: full, KernelChains: kernelChains})
+	rs := p.builder.Build(BuildInput{Params: params, Snapshot: snap, Full: full, KernelChains: kernelChains, JumpRules: jumps})
 	fam := params.Family.String()
+	if !full && rs.FilterRules+rs.NatRules == 0 && !bytes.Contains(rs.Data, []byte("\n:")) {
+		// Nothing of this family changed (an empty restore still costs a process).
+		return nil
+	}
 	if err := p.runner.Restore(rs.Data); err != nil {
 		if full {
 			metrics.IPTablesRestoreFailuresTotal.WithLabelValues(fam).Inc()
@@ -98,13 +110,6 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 		p.builder.Reset()
 		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
-	}
-	if full {
-		// The chains exist now; the jumps into them can be ensured.
-		if err := ensureJumps(p.runner, jumpRules(params.Family == model.IPv4 && params.LocalhostNodePorts)); err != nil {
-			p.builder.Reset()
-			return err
-		}
 	}
 	p.LastRuleset = rs
 	if p.rules == nil {
@@ -127,9 +132,6 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 // setupKernel prepares what the rules rely on: the canary chains and, for localhost
 // NodePorts, route_localnet (without it the kernel drops 127.0.0.1 after DNAT).
 func (p *Proxier) setupKernel() error {
-	if err := ensureCanaries(p.runner); err != nil {
-		return err
-	}
 	if p.params.Family == model.IPv4 && p.params.LocalhostNodePorts {
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
 			klog.ErrorS(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")

@@ -63,6 +63,9 @@ type BuildInput struct {
 	// KernelChains are the per-service and dispatch nat chains the kernel holds (from
 	// iptables-save), given on full syncs so leftovers of an earlier run are deleted.
 	KernelChains map[string]struct{}
+	// JumpRules are restore lines per table ("filter", "nat") inserting the jumps from
+	// the built-in chains that the kernel lacks; full syncs only.
+	JumpRules map[string][]string
 }
 
 // Build computes one ruleset from scratch (a full sync), for tests and tools.
@@ -79,13 +82,13 @@ func (b *Builder) Build(in BuildInput) *Ruleset {
 	b.markMasq = []string{"-j", chainMarkMasq}
 	b.valid = true
 	if full {
-		return b.buildFull(in.Snapshot, in.KernelChains)
+		return b.buildFull(in.Snapshot, in.KernelChains, in.JumpRules)
 	}
 	// When the number of Service addresses outgrows the tree (or shrinks far below
 	// it), rebuild in full at a new depth; the kernel's chains are the ones this
 	// Builder wrote.
 	if want := treeDepth(b.countAfter(in.Snapshot)); want > b.depth || want < b.depth-1 {
-		return b.buildFull(in.Snapshot, b.knownChains())
+		return b.buildFull(in.Snapshot, b.knownChains(), nil)
 	}
 	return b.buildPartial(in.Snapshot)
 }
@@ -155,9 +158,12 @@ type output struct {
 	natChains, natRules       lines
 	ownChains                 lines // per-port chains: declarations and rules
 	stale                     []string
+	// full syncs also declare the canary chains and insert missing jump rules.
+	full      bool
+	jumpRules map[string][]string
 }
 
-func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct{}) *Ruleset {
+func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct{}, jumpRules map[string][]string) *Ruleset {
 	b.frags = make(map[model.ServicePortName]*fragment, len(snap.Services))
 	b.leaves = map[uint32]map[model.ServicePortName]struct{}{}
 	b.filterPorts = map[model.ServicePortName]struct{}{}
@@ -176,7 +182,7 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 		b.index(name, f)
 	}
 
-	var o output
+	o := output{full: true, jumpRules: jumpRules}
 	writeFixedChains(&b.params, &o.filterChains, &o.filterRules, &o.natChains, &o.natRules)
 	writeTree(&o.natChains, &o.natRules, b.depth, b.params.Family == model.IPv6)
 	if b.depth > 0 {
@@ -393,10 +399,21 @@ func (b *Builder) render(o *output) *Ruleset {
 	sort.Strings(o.stale)
 	decl, ownRules := splitDeclarations(o.ownChains.buf.Bytes())
 	var out bytes.Buffer
+	if o.full {
+		// The canaries, empty chains whose disappearance tells of a flush.
+		out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\nCOMMIT\n")
+	}
 	out.WriteString("*filter\n")
+	if o.full {
+		out.WriteString(":" + chainCanary + " - [0:0]\n")
+	}
 	out.Write(o.filterChains.buf.Bytes())
 	out.Write(o.filterRules.buf.Bytes())
+	writeLines(&out, o.jumpRules["filter"])
 	out.WriteString("COMMIT\n*nat\n")
+	if o.full {
+		out.WriteString(":" + chainCanary + " - [0:0]\n")
+	}
 	out.Write(o.natChains.buf.Bytes())
 	out.Write(decl)
 	for _, c := range o.stale {
@@ -404,6 +421,7 @@ func (b *Builder) render(o *output) *Ruleset {
 	}
 	out.Write(o.natRules.buf.Bytes())
 	out.Write(ownRules)
+	writeLines(&out, o.jumpRules["nat"])
 	for _, c := range o.stale {
 		out.WriteString("-X " + c + "\n")
 	}
@@ -413,6 +431,13 @@ func (b *Builder) render(o *output) *Ruleset {
 		FilterRules:      o.filterRules.rules,
 		NatRules:         o.natRules.rules + o.ownChains.rules,
 		NoLocalEndpoints: maps.Clone(b.noLocal),
+	}
+}
+
+func writeLines(out *bytes.Buffer, ls []string) {
+	for _, l := range ls {
+		out.WriteString(l)
+		out.WriteByte('\n')
 	}
 }
 

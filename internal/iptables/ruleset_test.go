@@ -45,8 +45,14 @@ func referenceParams() Params {
 }
 
 // upstreamReference is upstream kube-proxy's output for this fixture (reference 2.5),
-// with the nfacct counting matches removed: kproxy does not use nfacct.
-const upstreamReference = `*filter
+// with the nfacct counting matches removed: kproxy does not use nfacct. Upstream
+// creates the same KUBE-PROXY-CANARY chains in mangle, filter and nat with separate
+// commands; kproxy declares them in the restore input, so they are listed here.
+const upstreamReference = `*mangle
+:KUBE-PROXY-CANARY - [0:0]
+COMMIT
+*filter
+:KUBE-PROXY-CANARY - [0:0]
 :KUBE-SERVICES - [0:0]
 :KUBE-EXTERNAL-SERVICES - [0:0]
 :KUBE-FORWARD - [0:0]
@@ -59,6 +65,7 @@ const upstreamReference = `*filter
 -A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 COMMIT
 *nat
+:KUBE-PROXY-CANARY - [0:0]
 :KUBE-SERVICES - [0:0]
 :KUBE-NODEPORTS - [0:0]
 :KUBE-POSTROUTING - [0:0]

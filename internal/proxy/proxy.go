@@ -59,12 +59,15 @@ type Proxy struct {
 	needFull bool
 	lastFull time.Time
 
-	mu        sync.Mutex
-	queuedAt  time.Time // first change not yet synced (zero when none)
-	syncedAt  time.Time // last successful sync
-	forceFull bool      // a backend was flushed: the next sync is full
-	flushedAt time.Time // when a flush was noticed, until the rules are back
-	failing   bool      // the last sync failed: the runner retries it, watchers wait
+	mu       sync.Mutex
+	queuedAt time.Time // first change not yet synced (zero when none)
+	// lastQueuedAt is the latest change; one that arrives while a sync runs is not in
+	// its snapshot and stays queued after it.
+	lastQueuedAt time.Time
+	syncedAt     time.Time // last successful sync
+	forceFull    bool      // a backend was flushed: the next sync is full
+	flushedAt    time.Time // when a flush was noticed, until the rules are back
+	failing      bool      // the last sync failed: the runner retries it, watchers wait
 }
 
 // New returns the loop for the node named nodeName.
@@ -83,8 +86,9 @@ func (p *Proxy) Handler() model.Handler { return p.tracker }
 
 func (p *Proxy) queue() {
 	p.mu.Lock()
+	p.lastQueuedAt = time.Now()
 	if p.queuedAt.IsZero() {
-		p.queuedAt = time.Now()
+		p.queuedAt = p.lastQueuedAt
 		for _, b := range p.backends {
 			metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(b.Family().String()).Set(float64(p.queuedAt.Unix()))
 		}
@@ -149,15 +153,18 @@ func (p *Proxy) sync() error {
 		// not delivered yet.
 		return nil
 	}
+	// The queued time is cleared only when a sync succeeds: health checks during a
+	// failing sync must keep seeing the change waiting.
 	p.mu.Lock()
-	queuedAt := p.queuedAt
-	p.queuedAt = time.Time{}
 	if p.forceFull {
 		p.needFull, p.forceFull = true, false
 	}
 	p.mu.Unlock()
 
 	start := time.Now()
+	p.mu.Lock()
+	snapAt := time.Now()
+	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
 	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= p.opts.SyncPeriod
 	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
@@ -179,9 +186,6 @@ func (p *Proxy) sync() error {
 		p.needFull = true
 		p.tracker.MarkAllChanged()
 		p.mu.Lock()
-		if p.queuedAt.IsZero() || (!queuedAt.IsZero() && queuedAt.Before(p.queuedAt)) {
-			p.queuedAt = queuedAt
-		}
 		p.failing = true
 		p.mu.Unlock()
 		return err
@@ -194,6 +198,10 @@ func (p *Proxy) sync() error {
 	p.mu.Lock()
 	p.syncedAt = time.Now()
 	p.failing = false
+	p.queuedAt = time.Time{}
+	if p.lastQueuedAt.After(snapAt) {
+		p.queuedAt = p.lastQueuedAt
+	}
 	flushedAt := p.flushedAt
 	if full {
 		p.flushedAt = time.Time{}
