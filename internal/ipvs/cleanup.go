@@ -10,12 +10,11 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
 // ensureJumps inserts each missing jump rule, in reverse so they end up in order.
-func ensureJumps(r iptables.Runner) error {
+func ensureJumps(r IPTables) error {
 	for i := len(jumps) - 1; i >= 0; i-- {
 		j := jumps[i]
 		err := r.Run(append([]string{"-t", j.table, "-C", j.chain}, j.args...)...)
@@ -58,7 +57,7 @@ type CleanupOptions struct {
 // chains (the chains only it uses are deleted), its ipsets, and its virtual servers
 // and kube-ipvs0 addresses. h may be nil when the kernel has no IPVS. The dummy
 // interface itself is removed by DeleteDummy, once for both families.
-func Cleanup(f model.Family, ipt iptables.Runner, sets IPSet, h Handle, links Links, opts CleanupOptions) error {
+func Cleanup(f model.Family, ipt IPTables, sets IPSet, h Handle, links Links, opts CleanupOptions) error {
 	var errs []error
 	for _, j := range jumps {
 		for i := 0; i < 10 && ipt.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) == nil; i++ {
@@ -183,7 +182,7 @@ func HasLeftovers(links Links, sets IPSet) bool {
 // HasIPTablesModeLeftovers reports whether iptables mode's per-service chains are in
 // the nat table: ipvs mode then removes them at start, as they would otherwise keep
 // DNATing Service traffic before IPVS sees it.
-func HasIPTablesModeLeftovers(r iptables.Runner) bool {
+func HasIPTablesModeLeftovers(r IPTables) bool {
 	save, err := r.Save("nat")
 	if err != nil {
 		return false

@@ -259,10 +259,11 @@ func (s *fakeIPSet) Names() ([]string, error) {
 
 func (s *fakeIPSet) Destroy(name string) error { delete(s.sets, name); return nil }
 
-// fakeIPT records restores and keeps chains and rules per table for -C/-I/-D/-S.
+// fakeIPT keeps chains and the rules of built-in chains per table, enough for the
+// restores, saves and -C/-I/-D/-N/-S runs this package makes.
 type fakeIPT struct {
 	restores [][]byte
-	rules    map[string]bool // "table chain args"
+	rules    map[string]bool // "table -A CHAIN args", args quoted as iptables-save does
 	chains   map[string]bool // "table chain"
 }
 
@@ -279,6 +280,8 @@ func (r *fakeIPT) Restore(data []byte) error {
 			r.chains[table+" "+strings.Fields(line[1:])[0]] = true
 		case strings.HasPrefix(line, "-X "):
 			delete(r.chains, table+" "+strings.TrimPrefix(line, "-X "))
+		case strings.HasPrefix(line, "-I "):
+			r.rules[table+" -A "+strings.TrimPrefix(line, "-I ")] = true
 		}
 	}
 	return nil
@@ -292,13 +295,18 @@ func (r *fakeIPT) Save(table string) ([]byte, error) {
 			b.WriteString(":" + name + " - [0:0]\n")
 		}
 	}
+	for rule := range r.rules {
+		if t, rest, _ := strings.Cut(rule, " "); t == table {
+			b.WriteString(rest + "\n")
+		}
+	}
 	b.WriteString("COMMIT\n")
 	return []byte(b.String()), nil
 }
 
 func (r *fakeIPT) Run(args ...string) error {
 	table, op, chain := args[1], args[2], args[3]
-	rule := table + " " + chain + " " + strings.Join(args[4:], " ")
+	rule := table + " -A " + chain + " " + quoteArgs(args[4:])
 	switch op {
 	case "-C":
 		if !r.rules[rule] {

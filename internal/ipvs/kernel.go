@@ -172,6 +172,16 @@ func (NetlinkLinks) LocalAddrs(f model.Family, exclude string) ([]netip.Addr, er
 	return out, nil
 }
 
+// IPTables runs one family's iptables binaries; iptables.NewRunner returns one.
+type IPTables interface {
+	// Restore feeds iptables-restore --noflush.
+	Restore(data []byte) error
+	// Save returns iptables-save's output for one table.
+	Save(table string) ([]byte, error)
+	// Run runs iptables with the arguments.
+	Run(args ...string) error
+}
+
 // IPSet runs the ipset binary.
 type IPSet interface {
 	// Restore feeds "ipset restore -exist".

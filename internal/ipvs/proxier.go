@@ -14,7 +14,6 @@ import (
 	libipvs "github.com/moby/ipvs"
 	"k8s.io/klog/v2"
 
-	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -46,7 +45,7 @@ type Proxier struct {
 	h     Handle
 	links Links
 	sets  IPSet
-	ipt   iptables.Runner
+	ipt   IPTables
 
 	// mu serialises use of h between Sync and the drain loop.
 	mu        sync.Mutex
@@ -55,12 +54,14 @@ type Proxier struct {
 	lastRules []byte // the iptables input last restored
 	synced    bool
 	reported  map[string]string // gaps already logged, per Service port
+	// flushCheckedAt is when Flushed last ran iptables.
+	flushCheckedAt time.Time
 	// LastPlan is the last plan applied, for tests and debugging.
 	LastPlan *Plan
 }
 
 // NewProxier returns a Proxier; it touches no kernel state until Setup or Sync.
-func NewProxier(cfg Config, h Handle, links Links, sets IPSet, ipt iptables.Runner) *Proxier {
+func NewProxier(cfg Config, h Handle, links Links, sets IPSet, ipt IPTables) *Proxier {
 	if cfg.Scheduler == "" {
 		cfg.Scheduler = "rr"
 	}
@@ -173,14 +174,16 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	p.lastSets = plan.Sets
 	rules := Rules(p.ruleParams(snap, all, npIPs))
 	if full || !bytes.Equal(rules, p.lastRules) {
-		if err := p.ipt.Restore(rules); err != nil {
+		natSave, err := p.ipt.Save("nat")
+		if err != nil {
+			return fail(err)
+		}
+		filterSave, err := p.ipt.Save("filter")
+		if err != nil {
+			return fail(err)
+		}
+		if err := p.ipt.Restore(restoreInput(rules, natSave, filterSave)); err != nil {
 			return fail(fmt.Errorf("iptables restore: %w", err))
-		}
-		if err := ensureJumps(p.ipt); err != nil {
-			return fail(err)
-		}
-		if err := p.ipt.Run("-t", "mangle", "-N", chainCanary); err != nil && !isExit1(err) {
-			return fail(err)
 		}
 		p.lastRules = rules
 	}
@@ -281,12 +284,20 @@ func (p *Proxier) reportGaps(plan *Plan) {
 	}
 }
 
+// flushCheckInterval spaces the canary checks: each one runs iptables.
+const flushCheckInterval = 5 * time.Second
+
 // Flushed reports whether someone removed kproxy's canary chain or kube-ipvs0.
 func (p *Proxier) Flushed() bool {
 	p.mu.Lock()
 	synced, plan := p.synced, p.LastPlan
+	checked := p.flushCheckedAt
+	if synced && time.Since(checked) >= flushCheckInterval {
+		p.flushCheckedAt = time.Now()
+	}
 	p.mu.Unlock()
-	if !synced {
+	// The loop asks every second; each check runs iptables, so look less often.
+	if !synced || time.Since(checked) < flushCheckInterval {
 		return false
 	}
 	if p.ipt.Run("-t", "mangle", "-S", chainCanary) != nil {

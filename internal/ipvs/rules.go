@@ -1,6 +1,7 @@
 package ipvs
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -110,6 +111,49 @@ func Rules(p RuleParams) []byte {
 	}
 	b.WriteString("COMMIT\n")
 	return []byte(b.String())
+}
+
+// restoreInput is the iptables-restore input of a full write: the fixed rules, the
+// jump rules the kernel lacks (inserted in the same transaction, in reverse so they
+// end up in order) and the canary chain. Folding all of it into one restore matters
+// where each iptables run is slow (the emulated test guest: about a second each).
+func restoreInput(rules []byte, natSave, filterSave []byte) []byte {
+	var out strings.Builder
+	for _, section := range strings.SplitAfter(string(rules), "COMMIT\n") {
+		if section == "" {
+			continue
+		}
+		table := strings.TrimPrefix(strings.SplitN(section, "\n", 2)[0], "*")
+		save := natSave
+		if table == "filter" {
+			save = filterSave
+		}
+		out.WriteString(strings.TrimSuffix(section, "COMMIT\n"))
+		for i := len(jumps) - 1; i >= 0; i-- {
+			j := jumps[i]
+			if j.table == table && !bytes.Contains(save, []byte(j.saveLine())) {
+				out.WriteString("-I " + j.chain + " " + quoteArgs(j.args) + "\n")
+			}
+		}
+		out.WriteString("COMMIT\n")
+	}
+	out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\nCOMMIT\n")
+	return []byte(out.String())
+}
+
+// saveLine is the rule as iptables-save prints it.
+func (j jump) saveLine() string { return "-A " + j.chain + " " + quoteArgs(j.args) + "\n" }
+
+// quoteArgs joins arguments, quoting those with blanks as iptables-save does.
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \t") {
+			a = `"` + a + `"`
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
 }
 
 // jump is a rule in a built-in chain that leads into one of ours.
