@@ -166,7 +166,7 @@ func (p *Proxy) sync() error {
 	snapAt := time.Now()
 	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
-	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= p.opts.SyncPeriod
+	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, len(snap.Services))
 	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
 	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
 	var errs []error
@@ -252,4 +252,17 @@ func observeSync(f model.Family, full bool, start time.Time, triggers []time.Tim
 	for _, t := range triggers {
 		metrics.NetworkProgrammingLatency.WithLabelValues(fam).Observe(now.Sub(t).Seconds())
 	}
+}
+
+// largeRuleset is the number of Service ports beyond which full resyncs become hourly,
+// like upstream's "large cluster mode": at that size a full rewrite costs seconds of
+// CPU, and flushes behind kproxy's back are caught by the flush watch anyway.
+const largeRuleset = 1000
+
+// fullSyncInterval is how often the rules are rewritten in full even without changes.
+func fullSyncInterval(syncPeriod time.Duration, servicePorts int) time.Duration {
+	if servicePorts > largeRuleset {
+		return max(syncPeriod, time.Hour)
+	}
+	return syncPeriod
 }

@@ -64,3 +64,12 @@ func TestQueuedChangeSurvivesFailedSyncs(t *testing.T) {
 		t.Errorf("after a successful sync: queued %v (want zero), synced %v", q, synced)
 	}
 }
+
+func TestFullSyncInterval(t *testing.T) {
+	if got := fullSyncInterval(30*time.Second, 10); got != 30*time.Second {
+		t.Errorf("small ruleset: %v, want the sync period", got)
+	}
+	if got := fullSyncInterval(30*time.Second, 10000); got != time.Hour {
+		t.Errorf("large ruleset: %v, want an hour", got)
+	}
+}
