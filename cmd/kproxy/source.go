@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 
-	"github.com/kproxy/kproxy/internal/allocator"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/source/apiserver"
 	"github.com/kproxy/kproxy/internal/source/manifests"
 )
 
@@ -17,7 +17,9 @@ type source interface {
 	Run(ctx context.Context) error
 }
 
-// newSource picks the source: the manifests directory when --manifests is given.
+// newSource picks the source: the manifests directory when --manifests is given;
+// otherwise the API server named by --kubeconfig / --master, or the in-cluster one
+// when kproxy runs in a pod.
 func newSource(cfg *config.Config, h model.Handler) (source, error) {
 	if cfg.Manifests != "" {
 		return manifests.New(manifests.Options{
@@ -25,8 +27,20 @@ func newSource(cfg *config.Config, h model.Handler) (source, error) {
 			StateDir:      cfg.StateDir,
 			NodeName:      cfg.NodeName,
 			ServiceCIDRs:  cfg.ServiceClusterIPRanges,
-			NodePortRange: allocator.PortRange{Base: cfg.ServiceNodePortRange.Base, Size: cfg.ServiceNodePortRange.Size},
+			NodePortRange: cfg.ServiceNodePortRange,
 		}, h)
 	}
-	return nil, errors.New("no source: give --manifests DIR (the Kubernetes API source is not implemented yet)")
+	opts := apiserver.Options{
+		Kubeconfig:   cfg.Kubeconfig,
+		Master:       cfg.Master,
+		QPS:          cfg.QPS,
+		Burst:        cfg.Burst,
+		ContentType:  cfg.ContentType,
+		ResyncPeriod: cfg.ConfigSyncPeriod,
+		NodeName:     cfg.NodeName,
+	}
+	if apiserver.Configured(opts) {
+		return apiserver.New(opts, h)
+	}
+	return nil, errors.New("no source: give --manifests DIR for standalone mode, or --kubeconfig / --master for a Kubernetes API server (in a pod, the in-cluster configuration is used)")
 }
