@@ -68,6 +68,13 @@ func (h *ProxyHealth) serve(w http.ResponseWriter, withNode bool) {
 		b.NodeEligible = &e
 		ok = ok && e
 	}
+	if withNode && last.IsZero() {
+		// Not ready before the first sync: the source has not delivered its state (an
+		// API server still unreachable) or the rules are not written yet. /livez stays
+		// healthy meanwhile, like upstream's, so a slow start is not a restart.
+		ok = false
+		b.Healthy = false
+	}
 	if ok {
 		// Upstream reports "now" when healthy, for old clients that compare the two.
 		last = now
