@@ -38,7 +38,7 @@ func Cleanup(r Runner) error {
 		}
 		var del []string
 		for _, c := range chainsIn(save) {
-			if owned[c] || (table == "nat" && isServiceChain(c)) {
+			if owned[c] || (table == "nat" && (isServiceChain(c) || isTreeChain(c))) {
 				del = append(del, c)
 			}
 		}

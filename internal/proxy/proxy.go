@@ -166,7 +166,7 @@ func (p *Proxy) sync() error {
 	snapAt := time.Now()
 	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
-	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, len(snap.Services))
+	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, countEndpoints(snap))
 	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
 	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
 	var errs []error
@@ -254,14 +254,25 @@ func observeSync(f model.Family, full bool, start time.Time, triggers []time.Tim
 	}
 }
 
-// largeRuleset is the number of Service ports beyond which full resyncs become hourly,
-// like upstream's "large cluster mode": at that size a full rewrite costs seconds of
-// CPU, and flushes behind kproxy's back are caught by the flush watch anyway.
+// largeRuleset is the number of endpoints beyond which full resyncs become hourly, as
+// in upstream's "large cluster mode": at that size a full rewrite costs seconds of CPU
+// and delays the changes queued behind it, and flushes behind kproxy's back are caught
+// by the flush watch anyway.
 const largeRuleset = 1000
 
+// countEndpoints counts the endpoints of every Service port (a pass over the map of
+// lists, cheap next to a sync).
+func countEndpoints(snap *model.Snapshot) int {
+	n := 0
+	for _, eps := range snap.Endpoints {
+		n += len(eps)
+	}
+	return n
+}
+
 // fullSyncInterval is how often the rules are rewritten in full even without changes.
-func fullSyncInterval(syncPeriod time.Duration, servicePorts int) time.Duration {
-	if servicePorts > largeRuleset {
+func fullSyncInterval(syncPeriod time.Duration, endpoints int) time.Duration {
+	if endpoints > largeRuleset {
 		return max(syncPeriod, time.Hour)
 	}
 	return syncPeriod

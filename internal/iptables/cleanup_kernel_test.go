@@ -1,0 +1,76 @@
+package iptables
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// nsRunner runs the iptables-nft binaries inside a network namespace.
+type nsRunner struct{ ns string }
+
+func (r nsRunner) cmd(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", r.ns, name}, args...)...)
+}
+
+func (r nsRunner) Restore(data []byte) error {
+	c := r.cmd("iptables-nft-restore", "-w", "5", "--noflush")
+	c.Stdin = bytes.NewReader(data)
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("restore: %w: %s", err, out)
+	}
+	return nil
+}
+
+func (r nsRunner) Save(table string) ([]byte, error) {
+	return r.cmd("iptables-nft-save", "-t", table).Output()
+}
+
+func (r nsRunner) Run(args ...string) error {
+	if out, err := r.cmd("iptables-nft", append([]string{"-w", "5"}, args...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}
+
+// The dispatch tree's chains reference the KUBE-SVC chains, so cleanup must delete
+// them too or the kernel refuses to delete the rest.
+func TestCleanupRemovesTheDispatchTree(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	if _, err := exec.LookPath("iptables-nft-restore"); err != nil {
+		t.Skip("iptables-nft-restore is not installed")
+	}
+	ns := fmt.Sprintf("kpclean%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	r := nsRunner{ns: ns}
+
+	snap, _ := manyServices(300)
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
+	if err := r.Restore(rs.Data); err != nil {
+		t.Fatal(err)
+	}
+	save, _ := r.Save("nat")
+	if !strings.Contains(string(save), ":KUBE-SVCT-R") {
+		t.Fatalf("the ruleset has no dispatch tree")
+	}
+	if err := Cleanup(r); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	for _, table := range []string{"nat", "filter", "mangle"} {
+		save, err := r.Save(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(save), "KUBE-") {
+			t.Errorf("after cleanup %s still has:\n%s", table, save)
+		}
+	}
+}
