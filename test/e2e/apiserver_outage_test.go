@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +105,7 @@ func (a *apiEnv) testAPIServerOutage(t *testing.T) {
 	putSlice(t, a.client, newSlice("steady", "steady-1", apiHTTP, "pod-a2", "pod-b1"))
 	target := hostPort(svc.Spec.ClusterIP, 80)
 	waitBackends(t, a.pod, "steady", target, apiPropagation, "pod-a2", "pod-b1")
+	a.forgetUnNATedFlows(t, svc.Spec.ClusterIP)
 
 	loop := startClientLoop(t, a.c, "pod-a1", target)
 	loop.mu.Lock()
@@ -199,6 +201,28 @@ func (a *apiEnv) testStartWhileAPIServerDown(t *testing.T) {
 		t.Errorf("kproxy not healthy after its first sync: %v", err)
 	}
 }
+
+// forgetUnNATedFlows deletes, in node1, the conntrack entries to ip that were made
+// before kproxy programmed it: waitBackends' first probes from pod-a1 leave SYN_SENT
+// [UNREPLIED] entries whose reply source is ip itself (no DNAT), and they live 120 s
+// (nf_conntrack_tcp_timeout_syn_sent). NAT is decided only for a connection's first
+// packet, so a later SYN from pod-a1 that happens to reuse one of those source ports
+// matches the old entry, is not DNATed and follows node1's default route
+// ("unreachable") although the Service's rules are in place. The client loops that
+// follow open thousands of connections from pod-a1 and walk the whole ephemeral port
+// range within that lifetime, so without this they fail now and then. kproxy, like
+// kube-proxy, cleans up UDP entries only, so the test removes its own leftovers.
+func (a *apiEnv) forgetUnNATedFlows(t *testing.T, ip string) {
+	t.Helper()
+	out, err := a.c.Exec(cluster.KproxyNode, "conntrack", "-D", "-p", "tcp", "--orig-dst", ip, "--reply-src", ip)
+	deleted := unNATedDeleted.FindStringSubmatch(out)
+	if deleted == nil || (err != nil && deleted[1] != "0") { // conntrack exits 1 when nothing matched
+		t.Fatalf("delete node1's conntrack entries to %s made before its rules: %v: %s", ip, err, out)
+	}
+	t.Logf("deleted %s conntrack entries to %s that predate its rules (not DNATed)", deleted[1], ip)
+}
+
+var unNATedDeleted = regexp.MustCompile(`(\d+) flow entries have been deleted`)
 
 // networkDiag captures what can explain a failed connection to ip: node1's NAT rules
 // for it, the neighbour tables on the way, and conntrack's entries for it.
