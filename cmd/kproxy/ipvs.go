@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"strings"
 
+	gnft "github.com/google/nftables"
 	"k8s.io/klog/v2"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/ipvs"
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
 	"github.com/kproxy/kproxy/internal/proxy"
 )
@@ -22,13 +24,15 @@ import (
 // before IPVS sees it.
 func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (proxy.Backend, error) {
 	runner := iptables.NewRunner(f)
-	if ipvs.HasIPTablesModeLeftovers(runner) {
+	if hasIPTablesModeLeftovers(f, runner) {
 		klog.InfoS("Removing iptables-mode rules before starting IPVS mode", "family", f)
 		if err := iptables.Cleanup(runner); err != nil {
 			klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
 		}
 	}
-	cleanupNFTables(f)
+	if hasNFTablesTable(f) {
+		cleanupNFTables(f)
+	}
 	h, err := ipvs.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("ipvs mode, %s: %w", f, err)
@@ -70,6 +74,54 @@ func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (pr
 		return nil, err
 	}
 	return p, nil
+}
+
+// hasIPTablesModeLeftovers is ipvs.HasIPTablesModeLeftovers without a program run
+// where it can: iptables-nft keeps the nat table as the nftables table "nat" of the
+// family, whose chains netlink lists. Legacy iptables, or a netlink error, reads
+// iptables-save as before.
+func hasIPTablesModeLeftovers(f model.Family, runner iptables.Runner) bool {
+	if iptables.Detected() == iptables.FlavourNFT {
+		if conn, err := gnft.New(); err == nil {
+			if chains, err := conn.ListChainsOfTableFamily(nftFamily(f)); err == nil {
+				for _, c := range chains {
+					if c.Table != nil && c.Table.Name == "nat" && ipvs.IsIPTablesModeChain(c.Name) {
+						return true
+					}
+				}
+				return false
+			}
+		}
+	}
+	return ipvs.HasIPTablesModeLeftovers(runner)
+}
+
+func nftFamily(f model.Family) gnft.TableFamily {
+	if f == model.IPv6 {
+		return gnft.TableFamilyIPv6
+	}
+	return gnft.TableFamilyIPv4
+}
+
+// hasNFTablesTable reports whether nftables mode's table exists for the family, asked
+// over netlink: removing it through the nft binary costs three program runs per
+// family even when there is nothing to remove. When netlink cannot answer it says
+// true, so the removal is tried as before.
+func hasNFTablesTable(f model.Family) bool {
+	conn, err := gnft.New()
+	if err != nil {
+		return true
+	}
+	tables, err := conn.ListTablesOfFamily(nftFamily(f))
+	if err != nil {
+		return true
+	}
+	for _, t := range tables {
+		if t.Name == nftables.TableName {
+			return true
+		}
+	}
+	return false
 }
 
 // cleanupIPVS removes IPVS mode's state: with all (--cleanup) every virtual server,

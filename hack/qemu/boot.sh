@@ -11,7 +11,7 @@ timeout_s=${2:-900}
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-[[ -x /bin/busybox ]] && /bin/busybox --list | grep -qx insmod || missing+=(busybox-static)
+[[ -x /bin/busybox ]] && /bin/busybox --list | grep -x insmod >/dev/null || missing+=(busybox-static)
 command -v cpio >/dev/null || missing+=(cpio)
 if ((${#missing[@]})); then
   echo "installing Debian packages: ${missing[*]}" >&2

@@ -3,6 +3,9 @@ package iptables
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"os/exec"
 	"regexp"
 	"sync"
@@ -51,6 +54,15 @@ var kubeletChains = regexp.MustCompile(`(?m)^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-C
 // ruleLine matches a rule (not a chain declaration or policy) in iptables-save output.
 var ruleLine = regexp.MustCompile(`(?m)^-A `)
 
+// ReadFile reads a file; detection tests point it at canned content or at another
+// network namespace.
+type ReadFile func(path string) ([]byte, error)
+
+// legacyTableFiles list the x_tables tables of this network namespace per family:
+// iptables-legacy-save without -t dumps exactly the tables named there, and nothing
+// when the file is missing (ip_tables not loaded) or empty.
+var legacyTableFiles = []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"}
+
 // DetectFlavour decides the flavour the way kubernetes-sigs/iptables-wrappers does,
 // and says why:
 //  1. kubelet's chains in iptables-nft-save -t mangle (IPv4, then IPv6): nft;
@@ -62,7 +74,14 @@ var ruleLine = regexp.MustCompile(`(?m)^-A `)
 //  4. otherwise nft, the default of every current distribution.
 //
 // Errors (a flavour not installed, a kernel without x_tables) count as no output.
-func DetectFlavour(out CommandOutput) (Flavour, string) {
+func DetectFlavour(out CommandOutput) (Flavour, string) { return DetectFlavourFast(out, nil) }
+
+// DetectFlavourFast is DetectFlavour with fewer programs run, for start-up where each
+// costs (a loaded node, the emulated IPVS test guest: about a second each): the two
+// nft dumps run at once, and a family's iptables-legacy-save is not run when read
+// shows its legacy table list empty or missing, since it would print nothing. A nil
+// read, or a list that cannot be read, runs the program as DetectFlavour does.
+func DetectFlavourFast(out CommandOutput, read ReadFile) (Flavour, string) {
 	get := func(name string, args ...string) []byte {
 		b, err := out(name, args...)
 		if err != nil {
@@ -70,28 +89,51 @@ func DetectFlavour(out CommandOutput) (Flavour, string) {
 		}
 		return b
 	}
-	for _, save := range []string{"iptables-nft-save", "ip6tables-nft-save"} {
-		if kubeletChains.Match(get(save, "-t", "mangle")) {
+	nft := parallel(func() []byte { return get("iptables-nft-save", "-t", "mangle") },
+		func() []byte { return get("ip6tables-nft-save", "-t", "mangle") })
+	for i, save := range []string{"iptables-nft-save", "ip6tables-nft-save"} {
+		if kubeletChains.Match(nft[i]) {
 			return FlavourNFT, "kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY is in " + save + " -t mangle"
 		}
 	}
-	legacy4, legacy6 := get("iptables-legacy-save"), get("ip6tables-legacy-save")
-	for _, d := range []struct {
-		name string
-		dump []byte
-	}{{"iptables-legacy-save", legacy4}, {"ip6tables-legacy-save", legacy6}} {
-		if kubeletChains.Match(d.dump) {
-			return FlavourLegacy, "kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY is in " + d.name
+	legacySave := func(i int, name string) func() []byte {
+		return func() []byte {
+			if read != nil {
+				if names, err := read(legacyTableFiles[i]); (err == nil && len(bytes.TrimSpace(names)) == 0) || errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+			}
+			return get(name)
 		}
 	}
-	nLegacy := len(ruleLine.FindAll(legacy4, -1)) + len(ruleLine.FindAll(legacy6, -1))
+	legacy := parallel(legacySave(0, "iptables-legacy-save"), legacySave(1, "ip6tables-legacy-save"))
+	for i, name := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+		if kubeletChains.Match(legacy[i]) {
+			return FlavourLegacy, "kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY is in " + name
+		}
+	}
+	nLegacy := len(ruleLine.FindAll(legacy[0], -1)) + len(ruleLine.FindAll(legacy[1], -1))
 	if nLegacy > 0 {
-		nNFT := len(ruleLine.FindAll(get("iptables-nft-save"), -1)) + len(ruleLine.FindAll(get("ip6tables-nft-save"), -1))
+		all := parallel(func() []byte { return get("iptables-nft-save") }, func() []byte { return get("ip6tables-nft-save") })
+		nNFT := len(ruleLine.FindAll(all[0], -1)) + len(ruleLine.FindAll(all[1], -1))
 		if nLegacy > nNFT {
 			return FlavourLegacy, "no kubelet chains; iptables-legacy holds more rules than iptables-nft"
 		}
 	}
 	return FlavourNFT, "no kubelet chains and no more legacy rules than nft rules: nft is the default"
+}
+
+// parallel runs the two functions at once and returns their results in order.
+func parallel(a, b func() []byte) [2][]byte {
+	var out [2][]byte
+	done := make(chan struct{})
+	go func() {
+		out[1] = b()
+		close(done)
+	}()
+	out[0] = a()
+	<-done
+	return out
 }
 
 var (
@@ -103,7 +145,7 @@ var (
 // process and logged; every Runner of the process uses it.
 func Detected() Flavour {
 	detectOnce.Do(func() {
-		fl, why := DetectFlavour(runOutput)
+		fl, why := DetectFlavourFast(runOutput, os.ReadFile)
 		detectedFlavor = fl
 		klog.InfoS("Using iptables flavour", "flavour", fl, "reason", why)
 	})

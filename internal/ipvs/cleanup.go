@@ -187,10 +187,23 @@ func HasIPTablesModeLeftovers(r IPTables) bool {
 	if err != nil {
 		return false
 	}
-	for _, p := range []string{"\n:KUBE-SVC-", "\n:KUBE-SVL-", "\n:KUBE-SEP-", "\n:KUBE-EXT-", "\n:KUBE-NODEPORTS "} {
-		if bytes.Contains(save, []byte(p)) {
-			return true
+	for _, line := range bytes.Split(save, []byte("\n")) {
+		if len(line) > 1 && line[0] == ':' {
+			if f := bytes.Fields(line[1:]); len(f) > 0 && IsIPTablesModeChain(string(f[0])) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// IsIPTablesModeChain reports whether a nat chain is one of iptables mode's: a
+// per-service or per-endpoint chain, or KUBE-NODEPORTS. IPVS mode has none of them.
+func IsIPTablesModeChain(name string) bool {
+	for _, p := range []string{"KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-EXT-"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return name == "KUBE-NODEPORTS"
 }

@@ -161,27 +161,35 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	if err := p.links.EnsureDummy(DummyInterface); err != nil {
 		return fail(err)
 	}
-	// ipsets before the rules that match them.
+	// ipsets before the rules that match them. The ipset restore and the two
+	// iptables-save runs are independent, so they run at once: each is a program
+	// start, which is what a sync mostly waits for where execs are slow (a loaded
+	// node, the emulated test guest).
 	changed := changedSets(p.lastSets, plan.Sets)
 	if full {
 		changed = changedSets(nil, plan.Sets)
 	}
+	setsDone := make(chan error, 1)
 	if len(changed) > 0 {
-		if err := p.sets.Restore(SetsRestore(f, plan.Sets, changed)); err != nil {
-			return fail(err)
-		}
+		go func() { setsDone <- p.sets.Restore(SetsRestore(f, plan.Sets, changed)) }()
+	} else {
+		setsDone <- nil
+	}
+	rules := Rules(p.ruleParams(snap, all, npIPs))
+	writeRules := full || !bytes.Equal(rules, p.lastRules)
+	var natSave, filterSave []byte
+	var saveErr error
+	if writeRules {
+		natSave, filterSave, saveErr = p.saveNATAndFilter()
+	}
+	if err := <-setsDone; err != nil {
+		return fail(err)
 	}
 	p.lastSets = plan.Sets
-	rules := Rules(p.ruleParams(snap, all, npIPs))
-	if full || !bytes.Equal(rules, p.lastRules) {
-		natSave, err := p.ipt.Save("nat")
-		if err != nil {
-			return fail(err)
-		}
-		filterSave, err := p.ipt.Save("filter")
-		if err != nil {
-			return fail(err)
-		}
+	if saveErr != nil {
+		return fail(saveErr)
+	}
+	if writeRules {
 		if err := p.ipt.Restore(restoreInput(rules, natSave, filterSave)); err != nil {
 			return fail(fmt.Errorf("iptables restore: %w", err))
 		}
@@ -232,6 +240,19 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		"virtualServers", len(plan.Servers), "vips", len(plan.VIPs), "setsRewritten", len(changed),
 		"draining", p.graceful.Len(), "elapsed", time.Since(start))
 	return nil
+}
+
+// saveNATAndFilter runs iptables-save for the nat and the filter table at once.
+func (p *Proxier) saveNATAndFilter() (nat, filter []byte, err error) {
+	var filterErr error
+	done := make(chan struct{})
+	go func() {
+		filter, filterErr = p.ipt.Save("filter")
+		close(done)
+	}()
+	nat, err = p.ipt.Save("nat")
+	<-done
+	return nat, filter, errors.Join(err, filterErr)
 }
 
 func (p *Proxier) ruleParams(snap *model.Snapshot, all bool, npIPs []netip.Addr) RuleParams {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,10 +18,32 @@ const ns = "e2e"
 
 // firstSync bounds how long kproxy may take from start to its first programmed rules;
 // propagation bounds a manifest change reaching the kernel (the brief promises 1 s).
-const (
-	firstSync   = 15 * time.Second
-	propagation = 1 * time.Second
+// Both are stretched by KPROXY_E2E_TIME_SCALE (see scaled).
+var (
+	firstSync   = scaled(15 * time.Second)
+	propagation = scaled(1 * time.Second)
 )
+
+// timeScale is KPROXY_E2E_TIME_SCALE (default 1): how much slower than a real machine
+// the one running the suite is. hack/test-ipvs.sh sets it in its qemu guest, whose
+// CPU and kernel are software-emulated (every exec and packet costs several times
+// more there). It stretches how long a case may wait, never what it asserts.
+var timeScale = func() float64 {
+	v := os.Getenv("KPROXY_E2E_TIME_SCALE")
+	if v == "" {
+		return 1
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 1 {
+		panic(fmt.Sprintf("KPROXY_E2E_TIME_SCALE=%q: want a number >= 1", v))
+	}
+	return f
+}()
+
+// scaled is a wait or latency bound stretched by timeScale; d itself when it is 1.
+func scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * timeScale)
+}
 
 // node1Addrs are the addresses a packet masqueraded by node1 can carry: its LAN
 // address, or the pod-veth gateway address when the endpoint is a local pod.
@@ -66,6 +89,21 @@ func (e *env) startProxy(t *testing.T, args ...string) {
 		t.Fatalf("start kproxy: %v", err)
 	}
 	e.proxy = p
+	keepLog(t, p.LogPath)
+}
+
+// keepLog copies a kproxy log into KPROXY_E2E_LOG_DIR, when set, once t ends: the
+// qemu guest's work dirs vanish with it, passed or not.
+func keepLog(t *testing.T, path string) {
+	dir := os.Getenv("KPROXY_E2E_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(path); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(path)), b, 0o644)
+		}
+	})
 }
 
 // requireRunning fails the test at once if kproxy has exited.
@@ -192,6 +230,9 @@ func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.
 // long that took.
 func (e *env) waitAnswer(t *testing.T, from, proto, target string, timeout time.Duration) time.Duration {
 	t.Helper()
+	if timeout != firstSync { // firstSync is scaled already
+		timeout = scaled(timeout)
+	}
 	start := time.Now()
 	err := e.c.WaitFor(func() error {
 		r := e.c.Request(from, proto, target, 1, cluster.Timeout(300*time.Millisecond))[0]
