@@ -30,3 +30,10 @@ fi
 
 echo "== e2e tests (real packets through network namespaces; every mode)"
 go test -count=1 -v -timeout 30m ./test/e2e/...
+
+if [ "$(id -u)" -eq 0 ]; then
+	# This kernel has no IPVS: the ipvs mode's e2e cases run inside a qemu guest that
+	# boots Debian's kernel with its ip_vs modules (software emulation, a few minutes).
+	echo "== ipvs mode e2e in a qemu guest"
+	bash hack/test-ipvs.sh
+fi
