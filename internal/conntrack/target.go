@@ -19,7 +19,15 @@ import (
 // Target describes flows of one service port in one family that must keep only the
 // given endpoints.
 type Target struct {
-	Protocol uint8 // unix.IPPROTO_UDP or unix.IPPROTO_SCTP
+	// Protocol is unix.IPPROTO_UDP or unix.IPPROTO_SCTP; with UnNATedOnly also TCP.
+	Protocol uint8
+	// UnNATedOnly selects only flows to ServiceIPs:Port that were never DNATed (their
+	// reply comes from the original destination): their first packet went out before
+	// the Service's rules existed, and since NAT is decided on a connection's first
+	// packet, a client reusing that source port would bypass the Service until the
+	// entry expires (120 s for an unanswered TCP SYN). Deleting them breaks nothing,
+	// for any protocol. Keep and NodePort are ignored.
+	UnNATedOnly bool
 	// ServiceIPs are the ClusterIP, externalIPs and load-balancer IPs: flows whose
 	// original destination is one of them with Port belong to the target. Addresses
 	// of the other family are ignored.
@@ -55,6 +63,7 @@ type keepSet map[netip.AddrPort]struct{}
 type flowMatcher struct {
 	byDest     map[destKey]keepSet
 	byNodePort map[nodePortKey]keepSet
+	unNATed    map[destKey]struct{}
 }
 
 var _ netlink.CustomConntrackFilter = (*flowMatcher)(nil)
@@ -63,9 +72,17 @@ var _ netlink.CustomConntrackFilter = (*flowMatcher)(nil)
 // destination are merged: an entry survives if any of them keeps its endpoint,
 // erring on the side of not breaking a flow.
 func newFlowMatcher(family model.Family, targets []Target) (*flowMatcher, error) {
-	m := &flowMatcher{byDest: map[destKey]keepSet{}, byNodePort: map[nodePortKey]keepSet{}}
+	m := &flowMatcher{byDest: map[destKey]keepSet{}, byNodePort: map[nodePortKey]keepSet{}, unNATed: map[destKey]struct{}{}}
 	for i := range targets {
 		t := &targets[i]
+		if t.UnNATedOnly && (t.Protocol == unix.IPPROTO_TCP || t.Protocol == unix.IPPROTO_UDP || t.Protocol == unix.IPPROTO_SCTP) {
+			for _, ip := range t.ServiceIPs {
+				if ip = ip.Unmap(); ip.IsValid() && model.FamilyOf(ip) == family && t.Port != 0 {
+					m.unNATed[destKey{t.Protocol, netip.AddrPortFrom(ip, t.Port)}] = struct{}{}
+				}
+			}
+			continue
+		}
 		if t.Protocol != unix.IPPROTO_UDP && t.Protocol != unix.IPPROTO_SCTP {
 			return nil, fmt.Errorf("conntrack target %d (port %d, service IPs %v): protocol %d is neither UDP nor SCTP", i, t.Port, t.ServiceIPs, t.Protocol)
 		}
@@ -87,7 +104,9 @@ func newFlowMatcher(family model.Family, targets []Target) (*flowMatcher, error)
 }
 
 // empty is true when no flow can match, so the table need not be listed at all.
-func (m *flowMatcher) empty() bool { return len(m.byDest) == 0 && len(m.byNodePort) == 0 }
+func (m *flowMatcher) empty() bool {
+	return len(m.byDest) == 0 && len(m.byNodePort) == 0 && len(m.unNATed) == 0
+}
 
 // MatchConntrackFlow reports whether the flow is stale: it goes to a target's
 // service IP:port (or, failing that, to a target's NodePort) and its reply source is
@@ -95,11 +114,17 @@ func (m *flowMatcher) empty() bool { return len(m.byDest) == 0 && len(m.byNodePo
 // over a NodePort match, as the proxy rules check service IPs before NodePorts.
 func (m *flowMatcher) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	proto := flow.Forward.Protocol
-	if proto != unix.IPPROTO_UDP && proto != unix.IPPROTO_SCTP {
-		return false
-	}
 	dst, ok := addrOf(flow.Forward.DstIP)
 	if !ok {
+		return false
+	}
+	if _, found := m.unNATed[destKey{proto, netip.AddrPortFrom(dst, flow.Forward.DstPort)}]; found {
+		replySrc, ok := addrOf(flow.Reverse.SrcIP)
+		if ok && replySrc == dst && flow.Reverse.SrcPort == flow.Forward.DstPort {
+			return true
+		}
+	}
+	if proto != unix.IPPROTO_UDP && proto != unix.IPPROTO_SCTP {
 		return false
 	}
 	keep, found := m.byDest[destKey{proto, netip.AddrPortFrom(dst, flow.Forward.DstPort)}]

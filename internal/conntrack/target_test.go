@@ -186,3 +186,24 @@ func TestFlowMatcherEmpty(t *testing.T) {
 		t.Error("matcher with a NodePort is empty")
 	}
 }
+
+func TestFlowMatcherUnNATedOnly(t *testing.T) {
+	m, err := newFlowMatcher(model.IPv4, []Target{{Protocol: tcp, ServiceIPs: addrs("10.96.0.40"), Port: 80, UnNATedOnly: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		flow *netlink.ConntrackFlow
+		want bool
+	}{
+		{"SYN sent before the rules: reply from the ClusterIP itself", flow(tcp, "10.244.1.11:48502", "10.96.0.40:80", "10.96.0.40:80"), true},
+		{"a DNATed connection is never touched", flow(tcp, "10.244.1.11:48504", "10.96.0.40:80", "10.244.2.11:8080"), false},
+		{"another port of the address", flow(tcp, "10.244.1.11:48506", "10.96.0.40:81", "10.96.0.40:81"), false},
+		{"UDP to the same address is not this target's", flow(udp, "10.244.1.11:48508", "10.96.0.40:80", "10.96.0.40:80"), false},
+	} {
+		if got := m.MatchConntrackFlow(c.flow); got != c.want {
+			t.Errorf("%s: match = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/internal/conntrack"
 	"github.com/kproxy/kproxy/internal/model"
@@ -44,6 +45,7 @@ func StaleFlows(snap *model.Snapshot, f model.Family) []conntrack.Target {
 				out = append(out, conntrack.Target{Protocol: proto, NodePort: uint16(sp.NodePort), Keep: keep})
 			}
 		}
+		out = append(out, newlyServedTCP(snap, nn, f)...)
 		for _, old := range snap.PreviousPorts[nn] {
 			proto, ok := ipProto(old.Protocol)
 			if !ok {
@@ -125,4 +127,39 @@ func reachable(snap *model.Snapshot, sp *model.ServicePort, f model.Family) map[
 		}
 	}
 	return keep
+}
+
+// newlyServedTCP lists, for the TCP ports of a changed Service, the addresses that just
+// got rules (a new port or address, or endpoints where there were none): SYNs sent
+// there before left entries without DNAT, and since NAT is decided on a connection's
+// first packet, a client that reuses such a source port would bypass the Service for
+// the 120 s an unanswered SYN's entry lives. Only never-NATed entries are deleted, so
+// no connection is touched. Upstream leaves them; UDP and SCTP are covered above.
+func newlyServedTCP(snap *model.Snapshot, nn types.NamespacedName, f model.Family) []conntrack.Target {
+	previous := map[model.ServicePortName]*model.ServicePort{}
+	for _, old := range snap.PreviousPorts[nn] {
+		previous[old.Name] = old
+	}
+	var out []conntrack.Target
+	for _, sp := range snap.PortsByService[nn] {
+		if sp.Protocol != v1.ProtocolTCP || len(reachable(snap, sp, f)) == 0 {
+			continue
+		}
+		served := map[netip.Addr]bool{}
+		if old := previous[sp.Name]; old != nil && old.Port == sp.Port && len(model.EndpointsOf(snap.PreviousEndpoints[sp.Name], f)) > 0 {
+			for _, ip := range serviceIPs(old, f) {
+				served[ip] = true
+			}
+		}
+		var fresh []netip.Addr
+		for _, ip := range serviceIPs(sp, f) {
+			if !served[ip] {
+				fresh = append(fresh, ip)
+			}
+		}
+		if len(fresh) > 0 {
+			out = append(out, conntrack.Target{Protocol: unix.IPPROTO_TCP, ServiceIPs: fresh, Port: uint16(sp.Port), UnNATedOnly: true})
+		}
+	}
+	return out
 }

@@ -6,8 +6,12 @@ import (
 
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
+	"github.com/kproxy/kproxy/internal/conntrack"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -50,5 +54,45 @@ func TestStaleFlowsCleanNewPort(t *testing.T) {
 	sp.Protocol, sp.Name.Protocol = v1.ProtocolTCP, v1.ProtocolTCP
 	if got := StaleFlows(snap, model.IPv4); len(got) != 0 {
 		t.Errorf("StaleFlows for a TCP port = %+v, want none", got)
+	}
+}
+
+func TestStaleFlowsNewlyServedTCP(t *testing.T) {
+	tr := model.NewTracker("node1", nil)
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+		Spec: v1.ServiceSpec{ClusterIP: "10.96.0.40", ClusterIPs: []string{"10.96.0.40"}, Ports: []v1.ServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}}}}
+	slice := func(ip string) *discovery.EndpointSlice {
+		return &discovery.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "web-1", Labels: map[string]string{discovery.LabelServiceName: "web"}},
+			AddressType: discovery.AddressTypeIPv4,
+			Ports:       []discovery.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(v1.ProtocolTCP)}},
+			Endpoints:   []discovery.Endpoint{{Addresses: []string{ip}, Conditions: discovery.EndpointConditions{Ready: ptr.To(true)}}},
+		}
+	}
+	tcpTargets := func(ts []conntrack.Target) []conntrack.Target {
+		var out []conntrack.Target
+		for _, t := range ts {
+			if t.UnNATedOnly {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	// Without endpoints there are no rules yet: nothing to clean.
+	tr.OnServiceUpsert(svc)
+	if got := tcpTargets(StaleFlows(tr.Snapshot(), model.IPv4)); len(got) != 0 {
+		t.Errorf("no endpoints: %v, want none", got)
+	}
+	// Endpoints appear: the ClusterIP just got rules.
+	tr.OnEndpointSliceUpsert(slice("10.244.2.11"))
+	got := tcpTargets(StaleFlows(tr.Snapshot(), model.IPv4))
+	if len(got) != 1 || got[0].ServiceIPs[0].String() != "10.96.0.40" || got[0].Port != 80 {
+		t.Fatalf("endpoints appeared: %+v, want one never-NATed target for 10.96.0.40:80", got)
+	}
+	// An endpoint change on an address already served lists nothing: busy nodes must
+	// not read the whole conntrack table for every endpoint change.
+	tr.OnEndpointSliceUpsert(slice("10.244.2.12"))
+	if got := tcpTargets(StaleFlows(tr.Snapshot(), model.IPv4)); len(got) != 0 {
+		t.Errorf("endpoint moved: %v, want none", got)
 	}
 }
