@@ -88,8 +88,8 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	name := sp.Name.String()
 	proto := sp.ProtocolLower()
 	set := func(base string, member string) { p.Sets[setName(f, base)] = append(p.Sets[setName(f, base)], member) }
-	eps := familyEndpoints(in.Snapshot.Endpoints[sp.Name], f)
-	sets := model.CategorizeEndpoints(eps, sp, in.Snapshot.Node)
+	plan := model.PlanPort(sp, in.Snapshot.Endpoints[sp.Name], in.Snapshot.Node, f)
+	sets := plan.Sets
 
 	internal := sets.Cluster
 	if sp.InternalPolicyLocal {
@@ -99,9 +99,7 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	if sp.ExternalPolicyLocal {
 		external = sets.Local
 	}
-	externalIPs := familyAddrs(sp.ExternalIPs, f)
-	lbIPs := familyAddrs(sp.LoadBalancerIPs, f)
-	accessible := sp.NodePort != 0 || len(externalIPs) > 0 || len(lbIPs) > 0
+	externalIPs, lbIPs, accessible := plan.ExternalIPs, plan.LBIPs, plan.ExternallyReachable
 
 	p.noteGaps(sp, sets, internal, external, accessible, len(lbIPs) > 0)
 
@@ -135,8 +133,7 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	}
 
 	// LoadBalancer ingress IPs, with their source ranges.
-	ranges := familyPrefixes(sp.LoadBalancerSourceRanges, f)
-	firewalled := len(ranges) > 0 && !allowsAll(ranges)
+	ranges, firewalled := plan.SourceRanges, plan.Firewalled
 	for _, ip := range lbIPs {
 		vips[ip] = true
 		add(ip, sp.Port, external)
@@ -215,44 +212,4 @@ func (p *Plan) noteGaps(sp *model.ServicePort, sets model.EndpointSets, internal
 		}
 		gap("externalTrafficPolicy Local: pods and the node itself also reach only local endpoints through external addresses (no short-circuit to the cluster-wide set)")
 	}
-}
-
-func familyAddrs(addrs []netip.Addr, f model.Family) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range addrs {
-		if model.FamilyOf(a) == f {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func familyPrefixes(ps []netip.Prefix, f model.Family) []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range ps {
-		if model.FamilyOf(p.Addr()) == f {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func familyEndpoints(eps []*model.Endpoint, f model.Family) []*model.Endpoint {
-	out := make([]*model.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if model.FamilyOf(e.IP) == f {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// allowsAll reports whether a source range list admits every address.
-func allowsAll(ps []netip.Prefix) bool {
-	for _, p := range ps {
-		if p.Bits() == 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -149,7 +149,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	npIPs = usableNodePortIPs(npIPs, f)
 	var nodeIPs []netip.Addr
 	if snap.Node != nil {
-		nodeIPs = familyAddrs(snap.Node.Addresses, f)
+		nodeIPs = model.AddrsOf(snap.Node.Addresses, f)
 	}
 	plan := BuildPlan(PlanInput{Family: f, Snapshot: snap, Scheduler: p.cfg.Scheduler, NodePortIPs: npIPs, NodeIPs: nodeIPs})
 
