@@ -181,3 +181,24 @@ func TestTopologyFromTrafficDistribution(t *testing.T) {
 		t.Errorf("PreferSameZone without a zone match: %v, want all 3", got)
 	}
 }
+
+func TestSnapshotEndpointCountFollowsChanges(t *testing.T) {
+	tr := NewTracker("node1", nil)
+	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
+	tr.OnEndpointSliceUpsert(slice("web-a", "web", 8080, endpoint("10.244.1.2", "node1", true), endpoint("10.244.2.2", "node2", true)))
+	if n := tr.Snapshot().EndpointCount; n != 2 {
+		t.Fatalf("count = %d, want 2", n)
+	}
+	tr.OnEndpointSliceUpsert(slice("web-b", "web", 8080, endpoint("10.244.1.3", "node1", true)))
+	if n := tr.Snapshot().EndpointCount; n != 3 {
+		t.Errorf("after a second slice: count = %d, want 3", n)
+	}
+	// A snapshot without changes still reports the total.
+	if n := tr.Snapshot().EndpointCount; n != 3 {
+		t.Errorf("unchanged: count = %d, want 3", n)
+	}
+	tr.OnServiceDelete("default", "web")
+	if n := tr.Snapshot().EndpointCount; n != 0 {
+		t.Errorf("after deleting the Service: count = %d, want 0", n)
+	}
+}

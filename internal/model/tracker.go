@@ -39,6 +39,8 @@ type Tracker struct {
 	ports     map[types.NamespacedName][]*ServicePort
 	flatPorts map[ServicePortName]*ServicePort
 	endpoints map[ServicePortName][]*Endpoint
+	// endpointCount is the sum of len(endpoints), kept as ports are recomputed.
+	endpointCount int
 }
 
 // NewTracker returns a Tracker for the node named nodeName; onChange may be nil.
@@ -220,6 +222,8 @@ type Snapshot struct {
 	ServiceChanges  int
 	EndpointChanges int
 	TriggerTimes    []time.Time
+	// EndpointCount is the number of endpoints of all ports (kept incrementally).
+	EndpointCount int
 }
 
 // Snapshot folds the changes since the previous call into the model and returns it.
@@ -245,6 +249,7 @@ func (t *Tracker) Snapshot() *Snapshot {
 		s.PreviousPorts[nn] = old
 		for _, p := range old {
 			s.PreviousEndpoints[p.Name] = t.endpoints[p.Name]
+			t.endpointCount -= len(t.endpoints[p.Name])
 			delete(t.flatPorts, p.Name)
 			delete(t.endpoints, p.Name)
 		}
@@ -265,8 +270,10 @@ func (t *Tracker) Snapshot() *Snapshot {
 				lists = append(lists, SliceEndpoints(slice, p.Name.Port, p.Protocol, t.nodeName, p.TrafficDistribution))
 			}
 			t.endpoints[p.Name] = MergeEndpoints(lists...)
+			t.endpointCount += len(t.endpoints[p.Name])
 		}
 	}
+	s.EndpointCount = t.endpointCount
 	t.dirty = map[types.NamespacedName]struct{}{}
 	t.nodeChanged = false
 	t.serviceChanges, t.endpointChanges, t.triggerTimes = 0, 0, nil

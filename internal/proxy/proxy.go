@@ -166,7 +166,7 @@ func (p *Proxy) sync() error {
 	snapAt := time.Now()
 	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
-	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, countEndpoints(snap))
+	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, snap.EndpointCount)
 	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
 	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
 	var errs []error
@@ -259,16 +259,6 @@ func observeSync(f model.Family, full bool, start time.Time, triggers []time.Tim
 // and delays the changes queued behind it, and flushes behind kproxy's back are caught
 // by the flush watch anyway.
 const largeRuleset = 1000
-
-// countEndpoints counts the endpoints of every Service port (a pass over the map of
-// lists, cheap next to a sync).
-func countEndpoints(snap *model.Snapshot) int {
-	n := 0
-	for _, eps := range snap.Endpoints {
-		n += len(eps)
-	}
-	return n
-}
 
 // fullSyncInterval is how often the rules are rewritten in full even without changes.
 func fullSyncInterval(syncPeriod time.Duration, endpoints int) time.Duration {

@@ -19,73 +19,43 @@ import (
 // periodic resyncs, which upstream also hands to its change tracker so that a missed
 // event cannot leave the rules wrong for longer than one resync period.
 
-type serviceHandler struct{ h model.Handler }
-
-func (s serviceHandler) OnAdd(obj any, _ bool) { s.upsert(obj) }
-
-func (s serviceHandler) OnUpdate(_, obj any) { s.upsert(obj) }
-
-func (s serviceHandler) upsert(obj any) {
-	svc, ok := obj.(*v1.Service)
-	if !ok {
-		klog.ErrorS(nil, "Service informer delivered an unexpected object", "type", typeName(obj))
-		return
-	}
-	s.h.OnServiceUpsert(svc)
+// objectHandler adapts one informer to the model.Handler calls for its object type:
+// adds and updates become upserts, deletions (tombstones included) become deletes.
+type objectHandler[T any] struct {
+	kind   string
+	upsert func(T)
+	delete func(namespace, name string)
 }
 
-func (s serviceHandler) OnDelete(obj any) {
-	ns, name, ok := deletedKey(obj)
+func (o objectHandler[T]) OnAdd(obj any, _ bool) { o.onUpsert(obj) }
+
+func (o objectHandler[T]) OnUpdate(_, obj any) { o.onUpsert(obj) }
+
+func (o objectHandler[T]) onUpsert(obj any) {
+	t, ok := obj.(T)
 	if !ok {
+		klog.ErrorS(nil, "Informer delivered an unexpected object", "kind", o.kind, "type", typeName(obj))
 		return
 	}
-	s.h.OnServiceDelete(ns, name)
+	o.upsert(t)
 }
 
-type sliceHandler struct{ h model.Handler }
-
-func (s sliceHandler) OnAdd(obj any, _ bool) { s.upsert(obj) }
-
-func (s sliceHandler) OnUpdate(_, obj any) { s.upsert(obj) }
-
-func (s sliceHandler) upsert(obj any) {
-	slice, ok := obj.(*discovery.EndpointSlice)
-	if !ok {
-		klog.ErrorS(nil, "EndpointSlice informer delivered an unexpected object", "type", typeName(obj))
-		return
+func (o objectHandler[T]) OnDelete(obj any) {
+	if ns, name, ok := deletedKey(obj); ok {
+		o.delete(ns, name)
 	}
-	s.h.OnEndpointSliceUpsert(slice)
 }
 
-func (s sliceHandler) OnDelete(obj any) {
-	ns, name, ok := deletedKey(obj)
-	if !ok {
-		return
-	}
-	s.h.OnEndpointSliceDelete(ns, name)
+func serviceHandler(h model.Handler) objectHandler[*v1.Service] {
+	return objectHandler[*v1.Service]{kind: "Service", upsert: h.OnServiceUpsert, delete: h.OnServiceDelete}
 }
 
-type nodeHandler struct{ h model.Handler }
-
-func (n nodeHandler) OnAdd(obj any, _ bool) { n.upsert(obj) }
-
-func (n nodeHandler) OnUpdate(_, obj any) { n.upsert(obj) }
-
-func (n nodeHandler) upsert(obj any) {
-	node, ok := obj.(*v1.Node)
-	if !ok {
-		klog.ErrorS(nil, "Node informer delivered an unexpected object", "type", typeName(obj))
-		return
-	}
-	n.h.OnNodeUpsert(node)
+func sliceHandler(h model.Handler) objectHandler[*discovery.EndpointSlice] {
+	return objectHandler[*discovery.EndpointSlice]{kind: "EndpointSlice", upsert: h.OnEndpointSliceUpsert, delete: h.OnEndpointSliceDelete}
 }
 
-func (n nodeHandler) OnDelete(obj any) {
-	_, name, ok := deletedKey(obj)
-	if !ok {
-		return
-	}
-	n.h.OnNodeDelete(name)
+func nodeHandler(h model.Handler) objectHandler[*v1.Node] {
+	return objectHandler[*v1.Node]{kind: "Node", upsert: h.OnNodeUpsert, delete: func(_, name string) { h.OnNodeDelete(name) }}
 }
 
 // deletedKey returns the namespace and name of a deleted object. When the watch

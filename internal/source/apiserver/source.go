@@ -82,9 +82,9 @@ func (s *Source) Run(ctx context.Context) error {
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
 	}{
-		{"Services", services, serviceHandler{s.handler}},
-		{"EndpointSlices", slices, sliceHandler{s.handler}},
-		{"Node " + s.opts.NodeName, nodes, nodeHandler{s.handler}},
+		{"Services", services, serviceHandler(s.handler)},
+		{"EndpointSlices", slices, sliceHandler(s.handler)},
+		{"Node " + s.opts.NodeName, nodes, nodeHandler(s.handler)},
 	} {
 		if err := inf.informer.SetTransform(stripManagedFields); err != nil {
 			return fmt.Errorf("API source: %s informer: %w", inf.what, err)
