@@ -202,27 +202,30 @@ func (a *apiEnv) testStartWhileAPIServerDown(t *testing.T) {
 	}
 }
 
-// forgetUnNATedFlows deletes, in node1, the conntrack entries to ip that were made
-// before kproxy programmed it: waitBackends' first probes from pod-a1 leave SYN_SENT
-// [UNREPLIED] entries whose reply source is ip itself (no DNAT), and they live 120 s
-// (nf_conntrack_tcp_timeout_syn_sent). NAT is decided only for a connection's first
-// packet, so a later SYN from pod-a1 that happens to reuse one of those source ports
-// matches the old entry, is not DNATed and follows node1's default route
-// ("unreachable") although the Service's rules are in place. The client loops that
-// follow open thousands of connections from pod-a1 and walk the whole ephemeral port
-// range within that lifetime, so without this they fail now and then. kproxy, like
-// kube-proxy, cleans up UDP entries only, so the test removes its own leftovers.
+// forgetUnNATedFlows waits until node1 holds no conntrack entry to ip that was never
+// DNATed. waitBackends' first probes from pod-a1 went out before kproxy programmed ip
+// and left SYN_SENT [UNREPLIED] entries whose reply source is ip itself; they live
+// 120 s, and since NAT is decided on a connection's first packet, a later SYN reusing
+// one of those source ports would bypass the rules ("unreachable"). The client loops
+// that follow walk the whole ephemeral port range within that lifetime. kproxy deletes
+// such entries when an address gets rules (upstream leaves them), so this asserts it.
 func (a *apiEnv) forgetUnNATedFlows(t *testing.T, ip string) {
 	t.Helper()
-	out, err := a.c.Exec(cluster.KproxyNode, "conntrack", "-D", "-p", "tcp", "--orig-dst", ip, "--reply-src", ip)
-	deleted := unNATedDeleted.FindStringSubmatch(out)
-	if deleted == nil || (err != nil && deleted[1] != "0") { // conntrack exits 1 when nothing matched
-		t.Fatalf("delete node1's conntrack entries to %s made before its rules: %v: %s", ip, err, out)
+	var out string
+	err := a.c.WaitFor(func() error {
+		out, _ = a.c.Exec(cluster.KproxyNode, "conntrack", "-L", "-p", "tcp", "--orig-dst", ip, "--reply-src", ip)
+		if m := unNATedShown.FindStringSubmatch(out); m == nil || m[1] != "0" {
+			return fmt.Errorf("entries to %s without DNAT remain", ip)
+		}
+		return nil
+	}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("kproxy did not delete node1's conntrack entries to %s made before its rules: %v\n%s", ip, err, out)
 	}
-	t.Logf("deleted %s conntrack entries to %s that predate its rules (not DNATed)", deleted[1], ip)
+	t.Logf("no conntrack entry to %s without DNAT is left (kproxy deleted those of the early probes)", ip)
 }
 
-var unNATedDeleted = regexp.MustCompile(`(\d+) flow entries have been deleted`)
+var unNATedShown = regexp.MustCompile(`(\d+) flow entries have been shown`)
 
 // networkDiag captures what can explain a failed connection to ip: node1's NAT rules
 // for it, the neighbour tables on the way, and conntrack's entries for it.
