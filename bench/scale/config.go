@@ -41,6 +41,9 @@ type Config struct {
 	BurstDuration       time.Duration
 	SyncTimeout         time.Duration // longest wait for an initial sync
 	CreateWorkers       int           // concurrent creates while loading the API server
+	// KeepLogs leaves the work dir (the proxies' and API server's logs) after a
+	// successful run too; a failed run always keeps it.
+	KeepLogs bool
 
 	Log Logger
 	// HandleSignals makes Run clean up and exit on SIGINT or SIGTERM (for the

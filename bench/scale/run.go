@@ -63,7 +63,7 @@ func Run(cfg Config) (*Report, error) {
 	rep.Revision = revision(e.repo)
 	failed := false
 	var closeOnce sync.Once
-	defer closeOnce.Do(func() { e.close(failed) })
+	defer closeOnce.Do(func() { e.close(failed || cfg.KeepLogs) })
 	if cfg.HandleSignals {
 		// An interrupted benchmark must not leave proxies, namespaces or the API
 		// server behind.

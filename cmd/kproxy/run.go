@@ -81,7 +81,7 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	go healthcheck.Serve(ctx, cfg.HealthzBindAddress, health.Handler())
-	go healthcheck.Serve(ctx, cfg.MetricsBindAddress, metrics.Handler(cfg.Mode))
+	go healthcheck.Serve(ctx, cfg.MetricsBindAddress, metrics.Handler(cfg.Mode, cfg.KubeProxy.EnableProfiling))
 
 	klog.InfoS("Starting kproxy", "version", version, "mode", cfg.Mode, "node", cfg.NodeName, "manifests", cfg.Manifests, "kubeconfig", cfg.Kubeconfig)
 	srcErr := make(chan error, 1)

@@ -227,15 +227,18 @@ winkernel:
   enableDSR: true
 `)
 	c := mustParse(t, "--config", path)
-	// ipvs.scheduler and ipvs.strictARP are implemented (ipvs mode): no warning.
-	for _, f := range []string{"featureGates (SomeGate)", "enableProfiling", "oomScoreAdj", "winkernel.enableDSR"} {
+	// ipvs.scheduler, ipvs.strictARP and enableProfiling are implemented: no warning.
+	for _, f := range []string{"featureGates (SomeGate)", "oomScoreAdj", "winkernel.enableDSR"} {
 		want := "field " + f + " is accepted for kube-proxy compatibility but not implemented yet; ignored"
 		if countContaining(c.Warnings, want) != 1 {
 			t.Errorf("no single warning %q in %q", want, c.Warnings)
 		}
 	}
-	if len(c.Warnings) != 4 {
-		t.Errorf("want 4 warnings, got %d: %q", len(c.Warnings), c.Warnings)
+	if len(c.Warnings) != 3 {
+		t.Errorf("want 3 warnings, got %d: %q", len(c.Warnings), c.Warnings)
+	}
+	if !c.KubeProxy.EnableProfiling {
+		t.Errorf("enableProfiling: true in the file was not applied")
 	}
 }
 

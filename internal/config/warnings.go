@@ -93,7 +93,6 @@ func fieldWarnings(path string, kp *v1alpha1.KubeProxyConfiguration) []string {
 	add(kp.Logging.Options.JSON.SplitStream, "logging.options.json.splitStream")
 	add(!kp.Logging.Options.JSON.InfoBufferSize.IsZero(), "logging.options.json.infoBufferSize")
 	add(kp.BindAddressHardFail, "bindAddressHardFail")
-	add(kp.EnableProfiling, "enableProfiling")
 	add(kp.ShowHiddenMetricsForVersion != "", "showHiddenMetricsForVersion")
 	if kp.Mode != "ipvs" {
 		// In ipvs mode these two give Config its sync periods.

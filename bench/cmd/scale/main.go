@@ -50,6 +50,7 @@ func main() {
 	fs.DurationVar(&cfg.BurstDuration, "burst-duration", cfg.BurstDuration, "length of the burst")
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", cfg.SyncTimeout, "longest wait for a proxy's initial sync")
 	fs.IntVar(&cfg.CreateWorkers, "create-workers", cfg.CreateWorkers, "concurrent creates while loading the API server")
+	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the work dir with the proxies' logs after a successful run")
 	out := fs.String("out", "", `results file (default bench/results.md; "-" for none; -smoke writes none unless given)`)
 	_ = fs.Parse(os.Args[1:])
 	cfg.Modes, cfg.Impls = splitList(*modes), splitList(*impls)
