@@ -168,3 +168,33 @@ func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
 		t.Errorf("nat KUBE-SERVICES = %q, want both Services and the NodePorts jump last", services)
 	}
 }
+
+// iptables-nft-restore inserts each declared chain into a name-sorted list by a walk,
+// so the restore must declare chains in name order to stay linear at scale.
+func TestChainDeclarationsAreInNameOrder(t *testing.T) {
+	eps := map[*model.ServicePort][]*model.Endpoint{}
+	for i, name := range []string{"zeta", "alpha", "mid", "beta", "omega"} {
+		sp := clusterIPPort("ns", name, netip.AddrFrom4([4]byte{172, 30, 1, byte(10 + i)}).String())
+		sp.NodePort = int32(30100 + i)
+		eps[sp] = []*model.Endpoint{ep("10.180.0.1", 80, "node1"), ep("10.180.1.2", 80, "node2")}
+	}
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(eps), Full: true})
+	declared := 0
+	for _, table := range strings.Split(string(rs.Data), "COMMIT\n") {
+		var names []string
+		for _, line := range strings.Split(table, "\n") {
+			if strings.HasPrefix(line, ":") {
+				names = append(names, strings.Fields(line)[0][1:])
+			}
+		}
+		declared += len(names)
+		for i := 1; i < len(names); i++ {
+			if names[i-1] >= names[i] {
+				t.Errorf("chain %s declared after %s; declarations:\n%s", names[i], names[i-1], strings.Join(names, "\n"))
+			}
+		}
+	}
+	if declared < 5*4 {
+		t.Errorf("only %d chains declared for 5 Services with 2 endpoints", declared)
+	}
+}
