@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -36,8 +37,8 @@ type fragment struct {
 	dispatch  []addrRule
 	nodePorts []string // nat KUBE-NODEPORTS rules, after "-A KUBE-NODEPORTS "
 	filter    [numFilterChains][]string
-	// chains are the port's own nat chains (SVC, SVL, EXT, FW, SEP): declarations and
-	// rules in restore syntax; chainNames lists them.
+	// chains holds the rules of the port's own nat chains (SVC, SVL, EXT, FW, SEP) in
+	// restore syntax; chainNames lists those chains, which the restore declares.
 	chains     []byte
 	chainNames []string
 	ownRules   int // rules in chains
@@ -151,10 +152,8 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 	}
 
 	// The port's own chains.
-	var own lines
 	var ownRules lines
 	activate := func(c string) {
-		own.chain(c)
 		f.chainNames = append(f.chainNames, c)
 	}
 	if plan.HasInternal {
@@ -227,8 +226,8 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 		}
 		ownRules.rule(join(args, protoArgs, []string{"-j", "DNAT", "--to-destination", ep.String()})...)
 	}
-	own.buf.Write(ownRules.buf.Bytes())
-	f.chains = own.buf.Bytes()
+	// Cached until the port changes: keep the exact size, not the buffer's growth room.
+	f.chains = bytes.Clone(ownRules.buf.Bytes())
 	f.ownRules = ownRules.rules
 	return f
 }

@@ -80,7 +80,8 @@ func hasJump(save []byte, j jump) bool {
 		}
 	}
 	prefix := "-A " + j.chain + " "
-	for _, line := range strings.Split(string(save), "\n") {
+	for line := range strings.Lines(string(save)) {
+		line = strings.TrimSuffix(line, "\n")
 		if !strings.HasPrefix(line, prefix) || !strings.HasSuffix(line, "-j "+target) {
 			continue
 		}

@@ -23,8 +23,6 @@ type Proxier struct {
 	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
 	// to the change.
 	builder *Builder
-	// LastRuleset is the last ruleset written, for metrics and tests.
-	LastRuleset *Ruleset
 	// rules counts the rules of each chain in the kernel, for the total metric.
 	rules ruleCounts
 	// programmed is set once a sync succeeded: only then can a missing canary mean a
@@ -81,7 +79,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		// jump rules that are missing (to insert): the whole sync is then one restore.
 		saved := map[string][]byte{}
 		for _, table := range []string{"filter", "nat"} {
-			save, err := p.runner.Save(table)
+			save, err := saveSkeleton(p.runner, table)
 			if err != nil {
 				return err
 			}
@@ -111,7 +109,6 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		p.builder.Reset()
 		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
 	}
-	p.LastRuleset = rs
 	if p.rules == nil {
 		p.rules = ruleCounts{}
 	}

@@ -156,7 +156,8 @@ func (b *Builder) knownChains() map[string]struct{} {
 type output struct {
 	filterChains, filterRules lines
 	natChains, natRules       lines
-	ownChains                 lines // per-port chains: declarations and rules
+	ownChains                 lines    // rules of the per-port chains
+	ownNames                  []string // the per-port chains, declared by render
 	stale                     []string
 	// full syncs also declare the canary chains and insert missing jump rules.
 	full      bool
@@ -200,6 +201,7 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 		f := b.frags[name]
 		o.ownChains.buf.Write(f.chains)
 		o.ownChains.rules += f.ownRules
+		o.ownNames = append(o.ownNames, f.chainNames...)
 		for _, c := range f.chainNames {
 			active[c] = struct{}{}
 		}
@@ -242,6 +244,7 @@ func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
 			b.index(sp.Name, f)
 			o.ownChains.buf.Write(f.chains)
 			o.ownChains.rules += f.ownRules
+			o.ownNames = append(o.ownNames, f.chainNames...)
 		}
 	}
 	// Only what differs is rewritten: a leaf when an address's rules changed there,
@@ -401,33 +404,31 @@ func (b *Builder) writeFilterPorts(o *output) {
 // 1.9 s instead of 7.2 s for the same rules).
 func (b *Builder) render(o *output) *Ruleset {
 	sort.Strings(o.stale)
-	decl, ownRules := splitDeclarations(o.ownChains.buf.Bytes())
 	var out bytes.Buffer
+	out.Grow(o.filterChains.buf.Len() + o.filterRules.buf.Len() + o.natChains.buf.Len() + o.natRules.buf.Len() +
+		o.ownChains.buf.Len() + 40*(len(o.ownNames)+len(o.stale)) + 1024)
 	if o.full {
 		// The canaries, empty chains whose disappearance tells of a flush.
-		out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\n")
-		out.WriteString("COMMIT\n")
+		out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\nCOMMIT\n")
 	}
 	out.WriteString("*filter\n")
-	var filterDecl [][]byte
+	filterDecl := declaredIn(o.filterChains.buf.Bytes())
 	if o.full {
-		filterDecl = append(filterDecl, []byte(":"+chainCanary+" - [0:0]\n"))
+		filterDecl = append(filterDecl, chainCanary)
 	}
-	writeSorted(&out, append(filterDecl, splitLines(o.filterChains.buf.Bytes())...))
+	declare(&out, filterDecl)
 	out.Write(o.filterRules.buf.Bytes())
 	writeLines(&out, o.jumpRules["filter"])
 	out.WriteString("COMMIT\n*nat\n")
-	natDecl := splitLines(o.natChains.buf.Bytes())
+	natDecl := declaredIn(o.natChains.buf.Bytes())
 	if o.full {
-		natDecl = append(natDecl, []byte(":"+chainCanary+" - [0:0]\n"))
+		natDecl = append(natDecl, chainCanary)
 	}
-	natDecl = append(natDecl, splitLines(decl)...)
-	for _, c := range o.stale {
-		natDecl = append(natDecl, []byte(":"+c+" - [0:0]\n"))
-	}
-	writeSorted(&out, natDecl)
+	natDecl = append(natDecl, o.ownNames...)
+	natDecl = append(natDecl, o.stale...)
+	declare(&out, natDecl)
 	out.Write(o.natRules.buf.Bytes())
-	out.Write(ownRules)
+	out.Write(o.ownChains.buf.Bytes())
 	writeLines(&out, o.jumpRules["nat"])
 	for _, c := range o.stale {
 		out.WriteString("-X " + c + "\n")
@@ -441,20 +442,32 @@ func (b *Builder) render(o *output) *Ruleset {
 	}
 }
 
-// splitLines splits b after each newline, dropping an empty tail.
-func splitLines(b []byte) [][]byte {
-	out := bytes.SplitAfter(b, []byte("\n"))
-	if n := len(out); n > 0 && len(out[n-1]) == 0 {
-		out = out[:n-1]
+// declaredIn returns the names of the chains declared (":NAME - [0:0]") in b.
+func declaredIn(b []byte) []string {
+	var names []string
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(line) > 0 && line[0] == ':' {
+			if i := bytes.IndexByte(line, ' '); i > 0 {
+				names = append(names, string(line[1:i]))
+			}
+		}
 	}
-	return out
+	return names
 }
 
-// writeSorted writes chain declarations (":NAME - [0:0]") in name order.
-func writeSorted(out *bytes.Buffer, decls [][]byte) {
-	slices.SortFunc(decls, bytes.Compare)
-	for _, d := range decls {
-		out.Write(d)
+// declare writes chain declarations in name order.
+func declare(out *bytes.Buffer, names []string) {
+	sort.Strings(names)
+	for _, n := range names {
+		out.WriteString(":")
+		out.WriteString(n)
+		out.WriteString(" - [0:0]\n")
 	}
 }
 
@@ -463,20 +476,6 @@ func writeLines(out *bytes.Buffer, ls []string) {
 		out.WriteString(l)
 		out.WriteByte('\n')
 	}
-}
-
-func splitDeclarations(b []byte) (decl, rules []byte) {
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		if line[0] == ':' {
-			decl = append(decl, line...)
-		} else {
-			rules = append(rules, line...)
-		}
-	}
-	return decl, rules
 }
 
 // sortedNames orders ports by "ns/name:port" and protocol, so the restore input (and

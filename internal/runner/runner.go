@@ -39,8 +39,12 @@ const never = 100 * 365 * 24 * time.Hour
 //   - at least every maxInterval.
 //
 // A retryInterval or maxInterval <= 0 disables that timer. The min interval is
-// measured from the end of one run to the start of the next, so a sync that takes
-// longer than minInterval still leaves the machine minInterval of quiet.
+// measured from the start of one run to the start of the next, as upstream's
+// BoundedFrequencyRunner does: a change that arrives while a sync runs waits at most
+// minInterval from that sync's start, so the kernel lags the API by at most
+// minInterval plus the sync's duration. A sync that takes longer than minInterval
+// is still followed by a quiet gap (a tenth of minInterval), so the loop cannot hold
+// the CPU without a break.
 func New(name string, fn func() error, minInterval, retryInterval, maxInterval time.Duration) *Runner {
 	if retryInterval <= 0 {
 		retryInterval = never
@@ -76,7 +80,8 @@ func (r *Runner) Run(ctx context.Context) {
 	timer := time.NewTimer(0) // the first run happens at once
 	defer timer.Stop()
 	due := time.Now()
-	var lastEnd time.Time // zero until the first run: no min interval to respect yet
+	// lastStart and lastEnd are zero until the first run: no interval to respect yet.
+	var lastStart, lastEnd time.Time
 
 	for {
 		select {
@@ -85,7 +90,7 @@ func (r *Runner) Run(ctx context.Context) {
 			return
 
 		case <-r.triggers:
-			earliest := lastEnd.Add(r.minInterval)
+			earliest := r.earliestAfter(lastStart, lastEnd)
 			if now := time.Now(); earliest.Before(now) {
 				earliest = now
 			}
@@ -100,17 +105,30 @@ func (r *Runner) Run(ctx context.Context) {
 			case <-r.triggers:
 			default:
 			}
+			lastStart = time.Now()
 			err := r.runOnce()
 			lastEnd = time.Now()
 			wait := r.maxInterval
 			if err != nil {
 				wait = min(wait, r.retryInterval)
 			}
-			wait = max(wait, r.minInterval)
 			due = lastEnd.Add(wait)
-			timer.Reset(wait)
+			if earliest := r.earliestAfter(lastStart, lastEnd); due.Before(earliest) {
+				due = earliest
+			}
+			timer.Reset(time.Until(due))
 		}
 	}
+}
+
+// earliestAfter is the earliest start allowed after a run that started and ended at
+// the given times: minInterval after its start, and a tenth of it after its end.
+func (r *Runner) earliestAfter(lastStart, lastEnd time.Time) time.Time {
+	earliest := lastStart.Add(r.minInterval)
+	if quiet := lastEnd.Add(r.minInterval / 10); quiet.After(earliest) {
+		earliest = quiet
+	}
+	return earliest
 }
 
 // runOnce calls fn and logs how it went.

@@ -281,3 +281,55 @@ func TestRunReturnsWhenContextEnds(t *testing.T) {
 		t.Fatalf("fn ran %d more times after Run returned", got-n)
 	}
 }
+
+// The min interval runs from start to start: a sync that takes most of it does not
+// push the next one back by its own duration (the burst lag would grow by it), and
+// a sync longer than the interval is still followed by a quiet gap.
+func TestMinIntervalIsMeasuredFromStartToStart(t *testing.T) {
+	t.Parallel()
+	const minI = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		runTime time.Duration
+		// minGap and maxGap bound the time between starts under constant triggering.
+		minGap, maxGap time.Duration
+	}{
+		{"run shorter than the interval", 120 * time.Millisecond, minI, minI + 100*time.Millisecond},
+		{"run longer than the interval", 300 * time.Millisecond, 300*time.Millisecond + minI/10, 300*time.Millisecond + minI/10 + 100*time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var starts []time.Time
+			fn := func() error {
+				mu.Lock()
+				starts = append(starts, time.Now())
+				mu.Unlock()
+				time.Sleep(tc.runTime)
+				return nil
+			}
+			r := New(t.Name(), fn, minI, time.Hour, time.Hour)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { r.Run(ctx); close(done) }()
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				r.Trigger()
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if len(starts) < 4 {
+				t.Fatalf("only %d runs in 2s of constant triggering", len(starts))
+			}
+			// The first gap follows the initial run; the rest are steady state.
+			for i := 2; i < len(starts); i++ {
+				gap := starts[i].Sub(starts[i-1])
+				if gap < tc.minGap || gap > tc.maxGap {
+					t.Errorf("runs %d and %d started %v apart, want %v..%v", i-1, i, gap, tc.minGap, tc.maxGap)
+				}
+			}
+		})
+	}
+}
