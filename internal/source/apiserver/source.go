@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	coreinformers "k8s.io/client-go/informers/core/v1"
@@ -86,7 +88,7 @@ func (s *Source) Run(ctx context.Context) error {
 		{"EndpointSlices", slices, sliceHandler(s.handler)},
 		{"Node " + s.opts.NodeName, nodes, nodeHandler(s.handler)},
 	} {
-		if err := inf.informer.SetTransform(stripManagedFields); err != nil {
+		if err := inf.informer.SetTransform(slim); err != nil {
 			return fmt.Errorf("API source: %s informer: %w", inf.what, err)
 		}
 		reg, err := inf.informer.AddEventHandler(inf.handler)
@@ -114,11 +116,26 @@ func (s *Source) Run(ctx context.Context) error {
 	return nil
 }
 
-// stripManagedFields drops metadata.managedFields before an object is cached: kproxy
-// never reads them and they are often the bulk of an object's size.
-func stripManagedFields(obj any) (any, error) {
-	if acc, ok := obj.(metav1.ObjectMetaAccessor); ok {
-		acc.GetObjectMeta().SetManagedFields(nil)
+// slim drops what kproxy never reads before an object is cached: managedFields
+// (often the bulk of an object), annotations other than the EndpointSlice trigger
+// time (kubectl's last-applied-configuration copies the whole object), and a Node's
+// status beyond its addresses (the image list alone can be tens of kilobytes).
+func slim(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *v1.Service:
+		o.ManagedFields, o.Annotations = nil, nil
+	case *discoveryv1.EndpointSlice:
+		o.ManagedFields = nil
+		if t, ok := o.Annotations[model.LastChangeTriggerTimeAnnotation]; ok {
+			o.Annotations = map[string]string{model.LastChangeTriggerTimeAnnotation: t}
+		} else {
+			o.Annotations = nil
+		}
+	case *v1.Node:
+		o.ManagedFields, o.Annotations = nil, nil
+		o.Status = v1.NodeStatus{Addresses: o.Status.Addresses}
+	case metav1.ObjectMetaAccessor:
+		o.GetObjectMeta().SetManagedFields(nil)
 	}
 	return obj, nil
 }

@@ -341,3 +341,34 @@ func TestRestConfig(t *testing.T) {
 		t.Error("New without a node name: want an error")
 	}
 }
+
+func TestSlimKeepsOnlyWhatKproxyReads(t *testing.T) {
+	mf := []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", ManagedFields: mf,
+		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+		Spec: v1.ServiceSpec{ClusterIP: "10.0.0.1"}}
+	slice := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "e", ManagedFields: mf,
+		Labels: map[string]string{discovery.LabelServiceName: "s"},
+		Annotations: map[string]string{lastChangeTriggerTime: "2026-01-01T00:00:00Z", "other": "x"}}}
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{v1.LabelTopologyZone: "z"}},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.168.0.1"}},
+			Images: []v1.ContainerImage{{Names: []string{"big"}}}}}
+	for _, o := range []any{svc, slice, node} {
+		if _, err := slim(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if svc.ManagedFields != nil || svc.Annotations != nil || svc.Spec.ClusterIP != "10.0.0.1" {
+		t.Errorf("Service after slim: %+v", svc.ObjectMeta)
+	}
+	if slice.ManagedFields != nil || len(slice.Annotations) != 1 || slice.Annotations[lastChangeTriggerTime] == "" ||
+		slice.Labels[discovery.LabelServiceName] != "s" {
+		t.Errorf("EndpointSlice after slim: %+v", slice.ObjectMeta)
+	}
+	if node.Status.Images != nil || len(node.Status.Addresses) != 1 || node.Labels[v1.LabelTopologyZone] != "z" {
+		t.Errorf("Node after slim: %+v %+v", node.ObjectMeta, node.Status)
+	}
+}
+
+// lastChangeTriggerTime is the annotation slim keeps (model.LastChangeTriggerTimeAnnotation).
+const lastChangeTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time"
