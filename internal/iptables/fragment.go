@@ -46,6 +46,32 @@ type fragment struct {
 	noLocalInternal, noLocalExternal bool
 }
 
+// rulesByChain splits the fragment's own rules by chain; every chain in chainNames
+// has an entry, if only an empty one.
+func (f *fragment) rulesByChain() map[string][]byte {
+	out := make(map[string][]byte, len(f.chainNames))
+	for _, c := range f.chainNames {
+		out[c] = nil
+	}
+	rest := f.chains
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		// "-A <chain> ...": appending keeps each chain's rules in order.
+		fields := bytes.SplitN(line, []byte(" "), 3)
+		if len(fields) < 2 {
+			continue
+		}
+		c := string(fields[1])
+		out[c] = append(out[c], line...)
+	}
+	return out
+}
+
 func (f *fragment) hasFilterRules() bool {
 	for _, rules := range f.filter {
 		if len(rules) > 0 {

@@ -242,9 +242,26 @@ func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
 			after[sp.Name] = f
 			b.frags[sp.Name] = f
 			b.index(sp.Name, f)
-			o.ownChains.buf.Write(f.chains)
-			o.ownChains.rules += f.ownRules
-			o.ownNames = append(o.ownNames, f.chainNames...)
+		}
+	}
+	// A changed port's chains are rewritten only where their rules differ: when one
+	// endpoint of ten is replaced, its SVC chain and the new SEP chain are written,
+	// not the nine SEP chains the kernel already holds as they should be.
+	kernelRules := map[string][]byte{}
+	for _, f := range before {
+		maps.Copy(kernelRules, f.rulesByChain())
+	}
+	for _, name := range sortedNames(after) {
+		f := after[name]
+		byChain := f.rulesByChain()
+		for _, c := range f.chainNames {
+			rules := byChain[c]
+			if old, ok := kernelRules[c]; ok && bytes.Equal(old, rules) {
+				continue
+			}
+			o.ownNames = append(o.ownNames, c)
+			o.ownChains.buf.Write(rules)
+			o.ownChains.rules += bytes.Count(rules, []byte("\n"))
 		}
 	}
 	// Only what differs is rewritten: a leaf when an address's rules changed there,

@@ -198,3 +198,33 @@ func TestChainDeclarationsAreInNameOrder(t *testing.T) {
 		t.Errorf("only %d chains declared for 5 Services with 2 endpoints", declared)
 	}
 }
+
+func TestPartialSyncLeavesUnchangedEndpointChains(t *testing.T) {
+	svc := clusterIPPort("ns", "web", "172.30.0.9")
+	e1, e2, e3, e4 := ep("10.1.0.1", 80, "n"), ep("10.1.0.2", 80, "n"), ep("10.1.0.3", 80, "n"), ep("10.1.0.4", 80, "n")
+	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{svc: {e1, e2, e3}})
+	builder := NewBuilder()
+	builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
+
+	// e3 is replaced by e4: the SVC chain changes (its jumps), e4's chain is new, e3's
+	// is deleted; e1's and e2's chains are as the kernel has them.
+	snap.Endpoints[svc.Name] = []*model.Endpoint{e1, e2, e4}
+	snap.Changed = map[types.NamespacedName]struct{}{svc.Name.NamespacedName: {}}
+	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{svc.Name.NamespacedName: {svc}}
+	second := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
+
+	mustContain(t, second.Data,
+		":"+chainsFor(svc).svc+" - [0:0]",
+		":"+endpointChain(svc, e4)+" - [0:0]",
+		"-A "+endpointChain(svc, e4)+" -m comment --comment ns/web:http -m tcp -p tcp -j DNAT --to-destination 10.1.0.4:80",
+		"-X "+endpointChain(svc, e3),
+	)
+	for _, kept := range []*model.Endpoint{e1, e2} {
+		mustNotContain(t, second.Data, ":"+endpointChain(svc, kept), "-A "+endpointChain(svc, kept), "-X "+endpointChain(svc, kept))
+	}
+
+	// The builder still knows e1's chain: removing e1 later deletes it.
+	snap.Endpoints[svc.Name] = []*model.Endpoint{e2, e4}
+	third := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
+	mustContain(t, third.Data, "-X "+endpointChain(svc, e1))
+}
