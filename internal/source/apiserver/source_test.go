@@ -348,7 +348,7 @@ func TestSlimKeepsOnlyWhatKproxyReads(t *testing.T) {
 		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
 		Spec: v1.ServiceSpec{ClusterIP: "10.0.0.1"}}
 	slice := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "e", ManagedFields: mf,
-		Labels: map[string]string{discovery.LabelServiceName: "s"},
+		Labels:      map[string]string{discovery.LabelServiceName: "s"},
 		Annotations: map[string]string{lastChangeTriggerTime: "2026-01-01T00:00:00Z", "other": "x"}}}
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{v1.LabelTopologyZone: "z"}},
 		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.168.0.1"}},
