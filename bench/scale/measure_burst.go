@@ -40,7 +40,8 @@ type observation struct {
 
 // burst sends BurstRate EndpointSlice updates per second for BurstDuration. One in
 // ten moves the last probe Service's single endpoint to a fresh sink address (a
-// marker); the others replace one endpoint of a fake Service, round robin. A
+// marker); the others replace one endpoint of a fake Service (the shape of a rolling
+// update), round robin. A
 // connect loop to the last probe Service sees which marker the kernel holds, so
 // for each marker the lag is the time from its acknowledgement until the kernel
 // held it or a later one. The proxy syncs all pending changes at once, so the
@@ -132,8 +133,8 @@ func (e *env) burst(p *proxyProc) (burstResult, error) {
 			go func() {
 				defer wg.Done()
 				for s := range jobs {
-					eps := fakeEndpoints(rand.N(fakeCount), e.cfg.Endpoints)
-					if _, err := s.setEndpoints(ctx, e.client, eps); err != nil {
+					addr := nthAddr(fakeBase, rand.N(fakeCount))
+					if err := s.replaceOneEndpoint(ctx, e.client, addr); err != nil {
 						failed.Add(1)
 						continue
 					}

@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +230,25 @@ func (s *service) setEndpoints(ctx context.Context, client kubernetes.Interface,
 	}
 	s.slice = updated
 	return acked, nil
+}
+
+// replaceOneEndpoint swaps one of the slice's endpoints, at random, for an endpoint
+// at addr: the shape of a rolling update, where pods are replaced one by one.
+func (s *service) replaceOneEndpoint(ctx context.Context, client kubernetes.Interface, addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.slice.DeepCopy()
+	if len(next.Endpoints) == 0 {
+		next.Endpoints = []discoveryv1.Endpoint{endpointAt(addr, "node2")}
+	} else {
+		next.Endpoints[rand.N(len(next.Endpoints))] = endpointAt(addr, "node2")
+	}
+	updated, err := client.DiscoveryV1().EndpointSlices(benchNamespace).Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("bench: update EndpointSlice %s/%s: %w", benchNamespace, next.Name, err)
+	}
+	s.slice = updated
+	return nil
 }
 
 func endpointsOf(pod string) []discoveryv1.Endpoint {

@@ -115,8 +115,9 @@ const methodNotes = `- Both proxies run in the node1 namespace of the e2e cluste
   (endpoints on pods) are skipped so every measured path ends in the sink.
 - Programming latency: from the Update call returning to the start of the first connection (polled
   every ~5 ms) answered by the new endpoint; changes spaced by more than the min sync period.
-- Burst: one update in ten moves a probe Service to a fresh address; a marker's lag runs from its
-  acknowledgement to the first connection answered by it or a later marker.
+- Burst: one update in ten moves a probe Service to a fresh address; the others replace one endpoint
+  of a fake Service (a rolling update), round robin. A marker's lag runs from its acknowledgement
+  to the first connection answered by it or a later marker.
 - CPU: utime+stime of the proxy and the children it reaped (iptables-restore, nft), from wait4's
   rusage after SIGTERM, over the whole run (sync, measurements, burst); "initial sync" CPU from
   /proc/PID/stat at the end of the sync. Peak RSS: VmHWM of the proxy process.
