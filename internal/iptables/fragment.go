@@ -3,6 +3,7 @@ package iptables
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -38,9 +39,13 @@ type fragment struct {
 	nodePorts []string // nat KUBE-NODEPORTS rules, after "-A KUBE-NODEPORTS "
 	filter    [numFilterChains][]string
 	// chains holds the rules of the port's own nat chains (SVC, SVL, EXT, FW, SEP) in
-	// restore syntax; chainNames lists those chains, which the restore declares.
+	// restore syntax until they are written; chainNames lists those chains, which the
+	// restore declares. Once written, seal drops the text and keeps a hash of each
+	// chain's rules (chainSums, parallel to chainNames): enough for the next partial
+	// sync to tell which chains changed, at a few bytes instead of kilobytes per port.
 	chains     []byte
 	chainNames []string
+	chainSums  []uint64
 	ownRules   int // rules in chains
 	// noLocal counts, for the metric, Local policies without local endpoints.
 	noLocalInternal, noLocalExternal bool
@@ -70,6 +75,23 @@ func (f *fragment) rulesByChain() map[string][]byte {
 		out[c] = append(out[c], line...)
 	}
 	return out
+}
+
+// sumSeed keys the chain hashes; they are only compared within one process.
+var sumSeed = maphash.MakeSeed()
+
+// seal replaces the rules text by one hash per chain (see fragment.chains).
+func (f *fragment) seal() {
+	if f.chainSums != nil || len(f.chainNames) == 0 {
+		f.chains = nil
+		return
+	}
+	byChain := f.rulesByChain()
+	f.chainSums = make([]uint64, len(f.chainNames))
+	for i, c := range f.chainNames {
+		f.chainSums[i] = maphash.Bytes(sumSeed, byChain[c])
+	}
+	f.chains = nil
 }
 
 func (f *fragment) hasFilterRules() bool {
@@ -252,8 +274,7 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 		}
 		ownRules.rule(join(args, protoArgs, []string{"-j", "DNAT", "--to-destination", ep.String()})...)
 	}
-	// Cached until the port changes: keep the exact size, not the buffer's growth room.
-	f.chains = bytes.Clone(ownRules.buf.Bytes())
+	f.chains = ownRules.buf.Bytes()
 	f.ownRules = ownRules.rules
 	return f
 }

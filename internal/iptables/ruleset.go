@@ -202,6 +202,7 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 		o.ownChains.buf.Write(f.chains)
 		o.ownChains.rules += f.ownRules
 		o.ownNames = append(o.ownNames, f.chainNames...)
+		f.seal()
 		for _, c := range f.chainNames {
 			active[c] = struct{}{}
 		}
@@ -247,18 +248,21 @@ func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
 	// A changed port's chains are rewritten only where their rules differ: when one
 	// endpoint of ten is replaced, its SVC chain and the new SEP chain are written,
 	// not the nine SEP chains the kernel already holds as they should be.
-	kernelRules := map[string][]byte{}
+	kernelSums := map[string]uint64{}
 	for _, f := range before {
-		maps.Copy(kernelRules, f.rulesByChain())
+		for i, c := range f.chainNames {
+			kernelSums[c] = f.chainSums[i]
+		}
 	}
 	for _, name := range sortedNames(after) {
 		f := after[name]
 		byChain := f.rulesByChain()
-		for _, c := range f.chainNames {
-			rules := byChain[c]
-			if old, ok := kernelRules[c]; ok && bytes.Equal(old, rules) {
+		f.seal()
+		for i, c := range f.chainNames {
+			if old, ok := kernelSums[c]; ok && old == f.chainSums[i] {
 				continue
 			}
+			rules := byChain[c]
 			o.ownNames = append(o.ownNames, c)
 			o.ownChains.buf.Write(rules)
 			o.ownChains.rules += bytes.Count(rules, []byte("\n"))
