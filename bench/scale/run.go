@@ -2,6 +2,7 @@ package scale
 
 import (
 	"fmt"
+	"github.com/kproxy/kproxy/internal/iptables"
 	"os"
 	"os/signal"
 	"strings"
@@ -54,6 +55,11 @@ type Report struct {
 func Run(cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	// The iptables-save runs that confirm a sync need more than the usual 8 MiB of
+	// stack at 10,000 Services (see iptables.RaiseChildStackLimit).
+	if _, err := iptables.RaiseChildStackLimit(); err != nil {
+		cfg.logf("bench: cannot raise the stack limit for iptables-save: %v", err)
 	}
 	rep := &Report{Config: cfg, Started: time.Now(), LoadBefore: loadAvg()}
 	e, err := setup(cfg)

@@ -11,12 +11,16 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/iptables"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "v0.1.0-dev"
 
 func main() {
+	if _, err := iptables.RaiseChildStackLimit(); err != nil {
+		fmt.Fprintf(os.Stderr, "kproxy: cannot raise the stack limit for iptables-save: %v\n", err)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "trace" {
 		os.Exit(runTrace(os.Args[2:]))
 	}

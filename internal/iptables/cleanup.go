@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sort"
 )
 
 // fixedChains are the non-service chains this backend owns, per table.
@@ -27,7 +28,7 @@ func Cleanup(r Runner) error {
 		}
 	}
 	for _, table := range []string{"filter", "nat", "mangle"} {
-		save, err := r.Save(table)
+		save, err := saveSkeleton(r, table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -45,6 +46,9 @@ func Cleanup(r Runner) error {
 		if len(del) == 0 {
 			continue
 		}
+		// Declared in name order, which iptables-nft-restore handles in linear time
+		// (see Builder.render).
+		sort.Strings(del)
 		var in bytes.Buffer
 		fmt.Fprintf(&in, "*%s\n", table)
 		for _, c := range del {

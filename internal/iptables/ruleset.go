@@ -156,7 +156,8 @@ func (b *Builder) knownChains() map[string]struct{} {
 type output struct {
 	filterChains, filterRules lines
 	natChains, natRules       lines
-	ownChains                 lines    // rules of the per-port chains
+	ownChains                 chunks   // rules of the per-port chains
+	ownRules                  int      // rules in ownChains
 	ownNames                  []string // the per-port chains, declared by render
 	stale                     []string
 	// full syncs also declare the canary chains and insert missing jump rules.
@@ -172,10 +173,25 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 	b.noLocal = map[string]int{}
 	b.addrRefs = map[netip.Addr]int{}
 	b.portAddrs = map[model.ServicePortName][]netip.Addr{}
-	for name, sp := range snap.Services {
-		if _, ok := sp.ClusterIP(b.params.Family); ok {
-			b.frags[name] = buildFragment(&b.params, sp, snap.Endpoints[name], snap.Node, b.markMasq)
-			b.trackAddrs(name, portAddresses(sp, b.params.Family))
+	o := output{full: true, jumpRules: jumpRules}
+	// Each fragment's chains are written as soon as it is built, in name order, and
+	// the fragment keeps only their hashes: at 10,000 Services the rules text is tens
+	// of megabytes, held once (in o.ownChains) rather than twice.
+	active := map[string]struct{}{}
+	for _, name := range sortedNames(snap.Services) {
+		sp := snap.Services[name]
+		if _, ok := sp.ClusterIP(b.params.Family); !ok {
+			continue
+		}
+		f := buildFragment(&b.params, sp, snap.Endpoints[name], snap.Node, b.markMasq)
+		b.frags[name] = f
+		b.trackAddrs(name, portAddresses(sp, b.params.Family))
+		o.ownChains.Write(f.chains)
+		o.ownRules += f.ownRules
+		o.ownNames = append(o.ownNames, f.chainNames...)
+		f.seal()
+		for _, c := range f.chainNames {
+			active[c] = struct{}{}
 		}
 	}
 	b.depth = treeDepth(len(b.addrRefs))
@@ -183,7 +199,6 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 		b.index(name, f)
 	}
 
-	o := output{full: true, jumpRules: jumpRules}
 	writeFixedChains(&b.params, &o.filterChains, &o.filterRules, &o.natChains, &o.natRules)
 	writeTree(&o.natChains, &o.natRules, b.depth, b.params.Family == model.IPv6)
 	if b.depth > 0 {
@@ -196,17 +211,6 @@ func (b *Builder) buildFull(snap *model.Snapshot, kernelChains map[string]struct
 	writeNodePortsJump(&b.params, &o.natRules)
 	b.writeNodePorts(&o)
 	b.writeFilterPorts(&o)
-	active := map[string]struct{}{}
-	for _, name := range sortedNames(b.frags) {
-		f := b.frags[name]
-		o.ownChains.buf.Write(f.chains)
-		o.ownChains.rules += f.ownRules
-		o.ownNames = append(o.ownNames, f.chainNames...)
-		f.seal()
-		for _, c := range f.chainNames {
-			active[c] = struct{}{}
-		}
-	}
 	for level := 0; b.depth > 0 && level <= b.depth; level++ {
 		for k := uint32(0); k < 1<<level; k++ {
 			active[treeChain(k, level)] = struct{}{}
@@ -264,8 +268,8 @@ func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
 			}
 			rules := byChain[c]
 			o.ownNames = append(o.ownNames, c)
-			o.ownChains.buf.Write(rules)
-			o.ownChains.rules += bytes.Count(rules, []byte("\n"))
+			o.ownChains.Write(rules)
+			o.ownRules += bytes.Count(rules, []byte("\n"))
 		}
 	}
 	// Only what differs is rewritten: a leaf when an address's rules changed there,
@@ -427,7 +431,7 @@ func (b *Builder) render(o *output) *Ruleset {
 	sort.Strings(o.stale)
 	var out bytes.Buffer
 	out.Grow(o.filterChains.buf.Len() + o.filterRules.buf.Len() + o.natChains.buf.Len() + o.natRules.buf.Len() +
-		o.ownChains.buf.Len() + 40*(len(o.ownNames)+len(o.stale)) + 1024)
+		o.ownChains.Len() + 40*(len(o.ownNames)+len(o.stale)) + 1024)
 	if o.full {
 		// The canaries, empty chains whose disappearance tells of a flush.
 		out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\nCOMMIT\n")
@@ -449,7 +453,7 @@ func (b *Builder) render(o *output) *Ruleset {
 	natDecl = append(natDecl, o.stale...)
 	declare(&out, natDecl)
 	out.Write(o.natRules.buf.Bytes())
-	out.Write(o.ownChains.buf.Bytes())
+	o.ownChains.WriteTo(&out)
 	writeLines(&out, o.jumpRules["nat"])
 	for _, c := range o.stale {
 		out.WriteString("-X " + c + "\n")
@@ -458,7 +462,7 @@ func (b *Builder) render(o *output) *Ruleset {
 	return &Ruleset{
 		Data:             out.Bytes(),
 		FilterRules:      o.filterRules.rules,
-		NatRules:         o.natRules.rules + o.ownChains.rules,
+		NatRules:         o.natRules.rules + o.ownRules,
 		NoLocalEndpoints: maps.Clone(b.noLocal),
 	}
 }

@@ -154,8 +154,10 @@ func (s *Source) reconcile() {
 			delete(r.desired, key)
 		}
 	}
-	s.deliver(r.desired, r.winner)
+	// Problems first: by the time the objects of a read are delivered, the problems
+	// found in the same read are published (Errors, the log).
 	s.setProblems(r.problems)
+	s.deliver(r.desired, r.winner)
 }
 
 func owner(key objKey) string { return key.namespace + "/" + key.name }
