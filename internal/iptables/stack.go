@@ -6,11 +6,11 @@ import "syscall"
 const childStack = 1 << 30
 
 // RaiseChildStackLimit raises this process's soft stack limit, which the programs it
-// runs inherit, to 1 GiB (or the hard limit, if lower). iptables-nft-save 1.8.9
-// (in xtables-nft-multi and libnftnl) recurses once per rule or chain: with the
-// usual 8 MiB it dies of a stack overflow on a nat table of 10,000 Services x 10
-// endpoints (322,000 rules), and with it every full sync, --cleanup and trace. Go's
-// own stacks do not depend on this limit. It returns the limit now in force.
+// runs inherit, to 1 GiB (or the hard limit, if lower). iptables-nft-save 1.8.9 (in
+// libnftnl) needs more than the usual 8 MiB on a large table: on the nat table of
+// 10,000 Services x 10 endpoints (322,000 rules) it died of a stack overflow, and with
+// it --cleanup, trace and any other save. Go's own stacks do not depend on this limit.
+// It returns the limit now in force.
 func RaiseChildStackLimit() (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_STACK, &lim); err != nil {
