@@ -58,21 +58,12 @@ func (f *fragment) rulesByChain() map[string][]byte {
 	for _, c := range f.chainNames {
 		out[c] = nil
 	}
-	rest := f.chains
-	for len(rest) > 0 {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, rest = rest[:i+1], rest[i+1:]
-		} else {
-			rest = nil
-		}
+	for line := range bytes.Lines(f.chains) {
 		// "-A <chain> ...": appending keeps each chain's rules in order.
-		fields := bytes.SplitN(line, []byte(" "), 3)
-		if len(fields) < 2 {
-			continue
+		if fields := bytes.SplitN(line, []byte(" "), 3); len(fields) >= 2 {
+			c := string(fields[1])
+			out[c] = append(out[c], line...)
 		}
-		c := string(fields[1])
-		out[c] = append(out[c], line...)
 	}
 	return out
 }
@@ -80,18 +71,16 @@ func (f *fragment) rulesByChain() map[string][]byte {
 // sumSeed keys the chain hashes; they are only compared within one process.
 var sumSeed = maphash.MakeSeed()
 
-// seal replaces the rules text by one hash per chain (see fragment.chains).
-func (f *fragment) seal() {
-	if f.chainSums != nil || len(f.chainNames) == 0 {
-		f.chains = nil
-		return
-	}
+// seal replaces the rules text by one hash per chain (see fragment.chains) and
+// returns the text split by chain, for a caller that writes some of it.
+func (f *fragment) seal() map[string][]byte {
 	byChain := f.rulesByChain()
 	f.chainSums = make([]uint64, len(f.chainNames))
 	for i, c := range f.chainNames {
 		f.chainSums[i] = maphash.Bytes(sumSeed, byChain[c])
 	}
 	f.chains = nil
+	return byChain
 }
 
 func (f *fragment) hasFilterRules() bool {

@@ -260,8 +260,7 @@ func (b *Builder) buildPartial(snap *model.Snapshot) *Ruleset {
 	}
 	for _, name := range sortedNames(after) {
 		f := after[name]
-		byChain := f.rulesByChain()
-		f.seal()
+		byChain := f.seal()
 		for i, c := range f.chainNames {
 			if old, ok := kernelSums[c]; ok && old == f.chainSums[i] {
 				continue
@@ -430,14 +429,14 @@ func (b *Builder) writeFilterPorts(o *output) {
 func (b *Builder) render(o *output) *Ruleset {
 	sort.Strings(o.stale)
 	var out bytes.Buffer
-	out.Grow(o.filterChains.buf.Len() + o.filterRules.buf.Len() + o.natChains.buf.Len() + o.natRules.buf.Len() +
-		o.ownChains.Len() + 40*(len(o.ownNames)+len(o.stale)) + 1024)
+	out.Grow(o.filterRules.buf.Len() + o.natRules.buf.Len() +
+		o.ownChains.Len() + 40*(len(o.filterChains.chains)+len(o.natChains.chains)+len(o.ownNames)+len(o.stale)) + 1024)
 	if o.full {
 		// The canaries, empty chains whose disappearance tells of a flush.
 		out.WriteString("*mangle\n:" + chainCanary + " - [0:0]\nCOMMIT\n")
 	}
 	out.WriteString("*filter\n")
-	filterDecl := declaredIn(o.filterChains.buf.Bytes())
+	filterDecl := slices.Clone(o.filterChains.chains)
 	if o.full {
 		filterDecl = append(filterDecl, chainCanary)
 	}
@@ -445,7 +444,7 @@ func (b *Builder) render(o *output) *Ruleset {
 	out.Write(o.filterRules.buf.Bytes())
 	writeLines(&out, o.jumpRules["filter"])
 	out.WriteString("COMMIT\n*nat\n")
-	natDecl := declaredIn(o.natChains.buf.Bytes())
+	natDecl := slices.Clone(o.natChains.chains)
 	if o.full {
 		natDecl = append(natDecl, chainCanary)
 	}
@@ -465,25 +464,6 @@ func (b *Builder) render(o *output) *Ruleset {
 		NatRules:         o.natRules.rules + o.ownRules,
 		NoLocalEndpoints: maps.Clone(b.noLocal),
 	}
-}
-
-// declaredIn returns the names of the chains declared (":NAME - [0:0]") in b.
-func declaredIn(b []byte) []string {
-	var names []string
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
-		if len(line) > 0 && line[0] == ':' {
-			if i := bytes.IndexByte(line, ' '); i > 0 {
-				names = append(names, string(line[1:i]))
-			}
-		}
-	}
-	return names
 }
 
 // declare writes chain declarations in name order.

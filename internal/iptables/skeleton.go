@@ -56,14 +56,8 @@ func saveSkeleton(r Runner, table string) ([]byte, error) {
 		return nil, err
 	}
 	var out []byte
-	for len(save) > 0 {
-		line := save
-		if i := bytes.IndexByte(save, '\n'); i >= 0 {
-			line, save = save[:i], save[i+1:]
-		} else {
-			save = nil
-		}
-		if inSkeleton(line) {
+	for line := range bytes.Lines(save) {
+		if line = bytes.TrimSuffix(line, []byte("\n")); inSkeleton(line) {
 			out = append(append(out, line...), '\n')
 		}
 	}

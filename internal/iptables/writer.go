@@ -5,18 +5,16 @@ import (
 	"strings"
 )
 
-// lines accumulates iptables-restore input and counts the rules written.
+// lines accumulates iptables-restore input: rules, counted, and the names of the
+// chains to declare, which render writes (sorted) ahead of every rule.
 type lines struct {
-	buf   bytes.Buffer
-	rules int
+	buf    bytes.Buffer
+	rules  int
+	chains []string
 }
 
 // chain declares a chain: in iptables-restore --noflush this creates or flushes it.
-func (l *lines) chain(name string) {
-	l.buf.WriteString(":")
-	l.buf.WriteString(name)
-	l.buf.WriteString(" - [0:0]\n")
-}
+func (l *lines) chain(name string) { l.chains = append(l.chains, name) }
 
 // rule writes one rule from its words; words holding blanks are quoted.
 func (l *lines) rule(words ...string) {
