@@ -34,9 +34,17 @@ func TestStartStopRestart(t *testing.T) {
 	if _, err := s.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
-	svc, err := s.Client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	// The kube-apiserver's bootstrap controller creates the kubernetes Service
+	// shortly after /readyz first answers ok, not before: poll for it.
+	var svc *v1.Service
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		svc, err = s.Client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
-		t.Fatalf("the kubernetes Service: %v", err)
+		t.Fatalf("the kubernetes Service, a minute after the server was ready: %v", err)
 	}
 	if svc.Spec.ClusterIP != "10.96.0.1" {
 		t.Errorf("kubernetes Service ClusterIP %s, want 10.96.0.1 (first of %s)", svc.Spec.ClusterIP, ServiceCIDR)
