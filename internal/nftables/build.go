@@ -34,9 +34,10 @@ type buildInput struct {
 }
 
 // build fills tx with the sync's operations and returns the state the kernel holds once
-// tx has run. It is pure apart from reusing in.prev, which it updates in place: when
-// tx fails, the caller must drop both.
-func build(tx *knftables.Transaction, in buildInput) *state {
+// tx has run. When tx holds nothing but element adds and deletes, it also returns them
+// as ops, in tx's order, so they can be written without nft. It is pure apart from
+// reusing in.prev, which it updates in place: when tx fails, the caller must drop both.
+func build(tx *knftables.Transaction, in buildInput) (next *state, ops []elementOp) {
 	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
 	if in.full || in.prev == nil {
 		b.full(in)
@@ -44,7 +45,11 @@ func build(tx *knftables.Transaction, in buildInput) *state {
 		b.partial(in)
 	}
 	b.emit()
-	return b.st
+	if b.fullElements || len(b.rewrite)+len(b.staleFlush)+len(b.setDeletes)+len(b.setAdds)+
+		len(b.mapDeletes)+len(b.mapAdds)+len(b.chainDeletes) > 0 {
+		return b.st, nil
+	}
+	return b.st, b.ops
 }
 
 // txBuilder collects the operations in phases, so that the transaction never refers to
@@ -60,8 +65,11 @@ type txBuilder struct {
 	setDeletes   []string
 	setAdds      []string
 	setTimeouts  map[string]time.Duration
+	mapAdds      []string // endpoint maps added (and flushed, in a full sync)
+	mapDeletes   []string
 	chainDeletes []string
 	touched      map[elementID]struct{}
+	ops          []elementOp // the element operations, in the order of tx
 	// fullElements: every wanted element is (re)added, as the maps were flushed.
 	fullElements bool
 }
@@ -103,7 +111,7 @@ func (b *txBuilder) full(in buildInput) {
 			}
 		}
 	}
-	desired := map[string]bool{}
+	desired, desiredMaps := map[string]bool{}, map[string]bool{}
 	for _, c := range fixedChains(p) {
 		b.rewrite = append(b.rewrite, c)
 		desired[c.name] = true
@@ -128,6 +136,10 @@ func (b *txBuilder) full(in buildInput) {
 		}
 		for set, t := range objs.affinity {
 			b.setTimeouts[set] = t
+		}
+		for _, m := range objs.endpointMaps {
+			b.mapAdds = append(b.mapAdds, m)
+			desiredMaps[m] = true
 		}
 	}
 	b.st.nodeElements = nodePortElements(p)
@@ -155,15 +167,19 @@ func (b *txBuilder) full(in buildInput) {
 	for _, c := range containers {
 		fixed[c.name] = true
 	}
-	for _, typ := range []string{"set", "map"} {
-		for _, name := range in.kernel[typ] {
-			// Anonymous sets ("__set0", "__map0") belong to rules; netlink lists them.
-			if _, ok := b.setTimeouts[name]; !ok && !fixed[name] && !strings.HasPrefix(name, "__") {
-				b.setDeletes = append(b.setDeletes, name)
-			}
+	// Anonymous sets ("__set0", "__map0") belong to rules; netlink lists them.
+	for _, name := range in.kernel["set"] {
+		if _, ok := b.setTimeouts[name]; !ok && !fixed[name] && !strings.HasPrefix(name, "__") {
+			b.setDeletes = append(b.setDeletes, name)
+		}
+	}
+	for _, name := range in.kernel["map"] {
+		if !desiredMaps[name] && !fixed[name] && !strings.HasPrefix(name, "__") {
+			b.mapDeletes = append(b.mapDeletes, name)
 		}
 	}
 	sort.Strings(b.setDeletes)
+	sort.Strings(b.mapDeletes)
 
 	// Chains nobody uses any more (ours, or left by someone else) are flushed now and
 	// deleted later.
@@ -257,6 +273,16 @@ func (b *txBuilder) diffPort(name model.ServicePortName, old, cur *portObjects) 
 			b.setDeletes = append(b.setDeletes, set)
 		}
 	}
+	for _, m := range cur.endpointMaps {
+		if !containsString(old.endpointMaps, m) {
+			b.mapAdds = append(b.mapAdds, m)
+		}
+	}
+	for _, m := range old.endpointMaps {
+		if !containsString(cur.endpointMaps, m) {
+			b.mapDeletes = append(b.mapDeletes, m)
+		}
+	}
 	oldChains := old.chainMap()
 	for _, c := range cur.chains {
 		if oc, ok := oldChains[c.name]; recreated || !ok || !sameRules(oc.rules, c.rules) {
@@ -348,8 +374,12 @@ func (b *txBuilder) emit() {
 			switch {
 			case held && wanted && have.sameContent(&want):
 				continue
+			case held && containsString(b.mapDeletes, id.container):
+				// Its endpoint map is deleted below, elements and all.
+				delete(b.st.kernel, id)
 			case held:
 				b.tx.Delete(have.object())
+				b.ops = append(b.ops, elementOp{del: true, el: have})
 				delete(b.st.kernel, id)
 			}
 			if wanted {
@@ -370,6 +400,15 @@ func (b *txBuilder) emit() {
 			Timeout: knftables.PtrTo(b.setTimeouts[set]),
 		})
 	}
+	for _, m := range b.mapDeletes {
+		b.tx.Delete(&knftables.Map{Name: m})
+	}
+	for _, m := range b.mapAdds {
+		b.tx.Add(endpointMap(b.p, m))
+		if b.fullElements {
+			b.tx.Flush(&knftables.Map{Name: m})
+		}
+	}
 	for _, c := range b.rewrite {
 		for _, r := range c.rules {
 			rl := &knftables.Rule{Chain: c.name, Rule: r.text}
@@ -381,6 +420,7 @@ func (b *txBuilder) emit() {
 	}
 	for i := range adds {
 		b.tx.Add(adds[i].object())
+		b.ops = append(b.ops, elementOp{el: adds[i]})
 	}
 	for _, name := range b.chainDeletes {
 		b.tx.Delete(&knftables.Chain{Name: name})

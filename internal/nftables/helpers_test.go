@@ -156,3 +156,20 @@ func mustNotMention(t *testing.T, lines []string, subs ...string) {
 		}
 	}
 }
+
+// dispatch is what a dispatch chain without affinity holds for eps ("ip . port"), in
+// the fake's dump format: its one rule, and its endpoint map's elements, one interval
+// of the numgen range per endpoint.
+func dispatch(family, chain string, eps ...string) []string {
+	ip := "ip"
+	if family == "ip6" {
+		ip = "ip6"
+	}
+	lines := []string{"add rule " + family + " kube-proxy " + chain + " meta l4proto tcp dnat " + ip +
+		" addr . port to numgen random mod 65536 map @" + chain}
+	for i, e := range eps {
+		lo, hi := i*endpointSlots/len(eps), (i+1)*endpointSlots/len(eps)-1
+		lines = append(lines, "add element "+family+" kube-proxy "+chain+" { "+itoa(lo)+"-"+itoa(hi)+" : "+e+" }")
+	}
+	return lines
+}

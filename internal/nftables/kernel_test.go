@@ -151,7 +151,8 @@ func TestKernelSmoke(t *testing.T) {
 		"tcp . 30080 : goto external-Y6QD5CCT-ns/web/tcp/http",
 		"1.2.3.4 . tcp . 80 : goto firewall-Y6QD5CCT-ns/web/tcp/http",
 		"set affinity-VMM5FPNP-ns3/svc3/tcp/p80__10.180.0.5/80",
-		"numgen random mod 2 map { 0 : 10.180.0.1 . 80, 1 : 10.180.0.2 . 80 }",
+		"dnat ip to numgen random mod 65536 map @service-ULMVA6XW-ns1/svc1/tcp/p80",
+		"0-32767 : 10.180.0.1 . 80", "32768-65535 : 10.180.0.2 . 80",
 		"10.180.0.3 . 10.180.0.3 . tcp . 8080",
 	)
 	if p.Flushed() {
@@ -178,8 +179,8 @@ func TestKernelSmoke(t *testing.T) {
 		t.Fatalf("partial sync: %v", err)
 	}
 	table = listTable(t, "ip")
-	wantIn(t, "table after partial sync", table, "dnat to 10.180.0.1:80", "chain service-4AT6LBPK-ns3/svc3/tcp/p80")
-	wantNotIn(t, "table after partial sync", table, "affinity-", "172.30.0.43", "10.180.0.2 . 80")
+	wantIn(t, "table after partial sync", table, "0-65535 : 10.180.0.1 . 80", "chain service-4AT6LBPK-ns3/svc3/tcp/p80")
+	wantNotIn(t, "table after partial sync", table, "affinity-", "172.30.0.43", "32768-65535 : 10.180.0.2 . 80")
 	clock = clock.Add(2 * time.Second)
 	if err := p.Sync(w.snapshot(), false); err != nil {
 		t.Fatalf("partial sync: %v", err)
@@ -225,7 +226,7 @@ func TestKernelSmoke(t *testing.T) {
 	if err := p6.Sync(w6.snapshot(), true); err != nil {
 		t.Fatalf("IPv6 full sync: %v", err)
 	}
-	wantIn(t, "ip6 table", listTable(t, "ip6"), "fd00:30::10 . tcp . 80", "dnat to [fd00:10::2]:80", "timeout 1m")
+	wantIn(t, "ip6 table", listTable(t, "ip6"), "fd00:30::10 . tcp . 80", "0-65535 : fd00:10::2 . 80", "timeout 1m")
 
 	for _, n := range []interface {
 		Sync(*model.Snapshot, bool) error
@@ -242,4 +243,82 @@ func TestKernelSmoke(t *testing.T) {
 		t.Fatalf("second Cleanup: %v", err)
 	}
 	wantNotIn(t, "tables after Cleanup", run(t, "nft", "list", "tables"), TableName)
+}
+
+// TestElementUpdatesOverNetlink: endpoint changes are written over netlink; packets
+// follow them at once, and nft reads the result back exactly as it reads what its own
+// full sync writes.
+func TestElementUpdatesOverNetlink(t *testing.T) {
+	enterTestNetns(t)
+	run(t, "ip", "addr", "add", "10.180.0.1/32", "dev", "lo")
+	run(t, "ip", "addr", "add", "10.180.0.2/32", "dev", "lo")
+	run(t, "ip", "route", "add", "172.30.0.0/16", "dev", "lo")
+	// Only 10.180.0.2 answers on port 80.
+	ln, err := net.Listen("tcp4", "10.180.0.2:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	nft, err := New(model.IPv4)
+	if err != nil {
+		t.Fatalf("knftables: %v", err)
+	}
+	p := NewProxier(referenceParams(), nft, nil)
+	w := referenceWorld()
+	w.setAll(svc1(ep("10.180.0.1", 80, "node2")))
+	// A UDP Service shares the dispatch's shape (nft must accept its map with "meta
+	// l4proto udp"), and an IPv4 UDP endpoint map.
+	dns := &model.ServicePort{Name: spn("ns", "dns", "dns"), ClusterIPs: addrs("172.30.0.53"), Port: 53, Protocol: v1.ProtocolUDP}
+	dns.Name.Protocol = v1.ProtocolUDP
+	w.set(dns, ep("10.180.0.1", 53, "node2"), ep("10.180.0.2", 53, "node2"))
+	if err := p.Sync(w.snapshot(), true); err != nil {
+		t.Fatalf("full sync: %v", err)
+	}
+	wantIn(t, "table with a UDP Service", listTable(t, "ip"), "meta l4proto udp dnat ip to numgen random mod 65536 map @service-", "32768-65535 : 10.180.0.2 . 53")
+	if got := dialResult("172.30.0.41:80"); got == "connected" {
+		t.Fatalf("ClusterIP connected with only a silent endpoint")
+	}
+	steps := []struct {
+		name string
+		eps  []*model.Endpoint
+		want string // dial result
+	}{
+		{"replaced by the answering endpoint", []*model.Endpoint{ep("10.180.0.2", 80, "test-node")}, "connected"},
+		{"the answering endpoint on another port", []*model.Endpoint{ep("10.180.0.2", 81, "test-node")}, "refused"},
+		{"three endpoints, all answering", []*model.Endpoint{ep("10.180.0.2", 80, "test-node"), ep("10.180.0.2", 80, "node2"), ep("10.180.0.2", 80, "node3")}, "connected"},
+	}
+	for _, s := range steps {
+		w.setAll(svc1(s.eps...))
+		if err := p.Sync(w.snapshot(), false); err != nil {
+			t.Fatalf("%s: partial sync: %v", s.name, err)
+		}
+		if p.LastVia != "netlink" {
+			t.Errorf("%s: written via %q, want netlink", s.name, p.LastVia)
+		}
+		for i := 0; i < 5; i++ {
+			if got := dialResult("172.30.0.41:80"); got != s.want {
+				t.Errorf("%s: ClusterIP dial %d: %s, want %s", s.name, i, got, s.want)
+			}
+		}
+		written := listTable(t, "ip")
+		// A full sync flushes every map and re-adds its elements through nft.
+		if err := p.Sync(w.snapshot(), true); err != nil {
+			t.Fatalf("%s: full sync: %v", s.name, err)
+		}
+		if p.LastVia != "nft" {
+			t.Errorf("%s: full sync written via %q, want nft", s.name, p.LastVia)
+		}
+		if byNft := listTable(t, "ip"); byNft != written {
+			t.Errorf("%s: the table written over netlink:\n%s\ndiffers from nft's full sync:\n%s", s.name, written, byNft)
+		}
+	}
 }

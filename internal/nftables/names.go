@@ -7,7 +7,9 @@
 // select the Service's chain through one verdict map, whatever the number of Services.
 // The transaction of each sync is computed by a pure builder (build.go) from the
 // snapshot and from what the previous sync left in the kernel, so a change to one
-// Service touches only that Service's chains and map elements.
+// Service touches only that Service's chains and map elements, and an endpoint change
+// touches map elements only (see endpointDispatch), which are then written over netlink
+// without nft (elements.go).
 package nftables
 
 import (

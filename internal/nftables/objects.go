@@ -66,13 +66,18 @@ func (e *element) object() *knftables.Element {
 		el.Set = e.container
 	}
 	if e.comment != "" {
-		c := e.comment
-		if len(c) > knftables.CommentLengthMax {
-			c = c[:knftables.CommentLengthMax]
-		}
+		c := truncComment(e.comment)
 		el.Comment = &c
 	}
 	return el
+}
+
+// truncComment cuts a comment to the longest nft accepts.
+func truncComment(c string) string {
+	if len(c) > knftables.CommentLengthMax {
+		return c[:knftables.CommentLengthMax]
+	}
+	return c
 }
 
 // portObjects is everything one ServicePort puts into the kernel, as computed from the
@@ -81,7 +86,9 @@ type portObjects struct {
 	chains []*chain
 	// affinity holds the ClientIP affinity sets, by name, with their timeout.
 	affinity map[string]time.Duration
-	elements []element
+	// endpointMaps names the endpoint maps of the dispatch chains (named as the chains).
+	endpointMaps []string
+	elements     []element
 }
 
 func (o *portObjects) chainMap() map[string]*chain {

@@ -30,6 +30,9 @@ type Proxier struct {
 	// countRules counts the rules of one of the table's chains: by netlink for the
 	// kernel, through the interface for knftables' fake.
 	countRules func(ctx context.Context, chain string) (int, error)
+	// writeElements applies a transaction of element operations only without nft (see
+	// elements.go); nil for knftables' fake, whose transactions tests read.
+	writeElements func(ops []elementOp) error
 
 	mu sync.Mutex
 	// state is what the kernel holds after the last successful sync; nil when that is
@@ -40,6 +43,8 @@ type Proxier struct {
 	// LastOperations is the number of operations of the last transaction, for logs,
 	// metrics and tests.
 	LastOperations int
+	// LastVia says how the last transaction was written: "nft", "netlink" or "none".
+	LastVia string
 }
 
 // New returns the knftables interface for the family's kube-proxy table. Listing goes
@@ -61,7 +66,9 @@ func nftFamily(f model.Family) knftables.Family {
 func NewProxier(p Params, nft knftables.Interface, nodePortIPs func(node *model.Node) (all bool, ips []netip.Addr)) *Proxier {
 	px := &Proxier{params: p, nft: nft, nodePorts: nodePortIPs, now: time.Now}
 	px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
+	px.writeElements = func(ops []elementOp) error { return writeElementsNetlink(p.Family, ops) }
 	if _, fake := nft.(*knftables.Fake); fake {
+		px.writeElements = nil
 		px.countRules = func(ctx context.Context, chain string) (int, error) {
 			rules, err := nft.ListRules(ctx, chain)
 			if knftables.IsNotFound(err) {
@@ -114,19 +121,30 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 	}
 	tx := p.nft.NewTransaction()
-	next := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel, now: p.now()})
-	if err := p.nft.Run(ctx, tx); err != nil {
+	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel, now: p.now()})
+	via := "nft"
+	var err error
+	switch {
+	case tx.NumOperations() == 0:
+		via = "none"
+	case ops != nil && p.writeElements != nil:
+		via = "netlink"
+		err = p.writeElements(ops)
+	default:
+		err = p.nft.Run(ctx, tx)
+	}
+	if err != nil {
 		p.state = nil
-		klog.V(4).InfoS("Failed nftables transaction", "family", params.Family, "transaction", tx.String())
-		return fmt.Errorf("%s nftables: transaction of %d operations (full=%v) failed: %w",
-			params.Family, tx.NumOperations(), full || prev == nil, err)
+		klog.V(4).InfoS("Failed nftables transaction", "family", params.Family, "via", via, "transaction", tx.String())
+		return fmt.Errorf("%s nftables: transaction of %d operations (full=%v, via %s) failed: %w",
+			params.Family, tx.NumOperations(), full || prev == nil, via, err)
 	}
 	p.state = next
-	p.LastOperations = tx.NumOperations()
+	p.LastOperations, p.LastVia = tx.NumOperations(), via
 	p.synced.Store(true)
 	klog.V(2).InfoS("Synced nftables rules", "family", params.Family, "full", full || prev == nil,
 		"services", len(snap.Services), "changed", len(snap.Changed), "operations", tx.NumOperations(),
-		"elapsed", time.Since(start))
+		"via", via, "elapsed", time.Since(start))
 	return nil
 }
 

@@ -67,9 +67,8 @@ func TestInternalTrafficPolicyLocalWithoutLocalEndpointsDrops(t *testing.T) {
 	mustNotMention(t, got, webSvc, webLoc)
 
 	got = syncOne(t, referenceParams(), sp, ep("10.180.0.1", 80, "node2"), ep("10.180.0.2", 80, "test-node"))
-	mustHave(t, got,
-		"add element ip kube-proxy service-ips { 172.30.0.10 . tcp . 80 : goto "+webLoc+" }",
-		"add rule ip kube-proxy "+webLoc+" meta l4proto tcp dnat to 10.180.0.2:80")
+	mustHave(t, got, "add element ip kube-proxy service-ips { 172.30.0.10 . tcp . 80 : goto "+webLoc+" }")
+	mustHave(t, got, dispatch("ip", webLoc, "10.180.0.2 . 80")...)
 	mustNotMention(t, got, "10.180.0.1 ", webSvc)
 }
 
@@ -82,8 +81,8 @@ func TestExternalTrafficPolicyClusterMasquerades(t *testing.T) {
 		"add rule ip kube-proxy "+webExt+` mark set mark or 0x4000 comment "masquerade"`,
 		"add rule ip kube-proxy "+webExt+" goto "+webSvc,
 		"add element ip kube-proxy service-ips { 192.168.99.11 . tcp . 80 : goto "+webExt+" }",
-		"add element ip kube-proxy service-nodeports { tcp . 3001 : goto "+webExt+" }",
-		"add rule ip kube-proxy "+webSvc+" meta l4proto tcp dnat to 10.180.0.1:80")
+		"add element ip kube-proxy service-nodeports { tcp . 3001 : goto "+webExt+" }")
+	mustHave(t, got, dispatch("ip", webSvc, "10.180.0.1 . 80")...)
 }
 
 func TestExternalTrafficPolicyLocalWithoutLocalEndpointsDropsExternalOnly(t *testing.T) {
@@ -193,7 +192,7 @@ func TestIPv6(t *testing.T) {
 		"add set ip6 kube-proxy cluster-ips { type ipv6_addr ; comment \"Active ClusterIPs\" ; }",
 		"add element ip6 kube-proxy cluster-ips { fd00:30::10 }",
 		"add element ip6 kube-proxy service-ips { fd00:30::10 . tcp . 80 : goto "+webSvc+" }",
-		"add rule ip6 kube-proxy "+webSvc+" meta l4proto tcp dnat ip6 addr . port to numgen random mod 2 map { 0 : fd00:10::1 . 80 , 1 : fd00:10::2 . 80 }",
+		"add map ip6 kube-proxy "+webSvc+" { typeof numgen random mod 65536 : ip6 daddr . th dport ; flags interval ; }",
 		"add element ip6 kube-proxy hairpin-connections { fd00:10::2 . fd00:10::2 . tcp . 80 }",
 		"add element ip6 kube-proxy nodeport-ips { fd00:192::2 }",
 		"add rule ip6 kube-proxy cluster-ips-check ip6 daddr { fd00:30::/112 } drop comment \"Drop traffic to unallocated ClusterIPs\"",
@@ -202,5 +201,6 @@ func TestIPv6(t *testing.T) {
 		"add rule ip6 kube-proxy endpoint-"+oneEP+" update @affinity-"+oneEP+" { ip6 saddr }",
 		"add rule ip6 kube-proxy endpoint-"+oneEP+" meta l4proto udp dnat to [fd00:10::3]:53",
 	)
+	mustHave(t, got, dispatch("ip6", webSvc, "fd00:10::1 . 80", "fd00:10::2 . 80")...)
 	mustNotMention(t, got, "172.30.0.", "10.180.0.", "v4only", "192.168.0.2")
 }

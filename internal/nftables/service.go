@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"sigs.k8s.io/knftables"
+
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -147,11 +149,20 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 	}
 
 	affine := sp.StickyMaxAgeSeconds > 0
-	if usesCluster {
-		o.chains = append(o.chains, endpointDispatch(p, sp, clusterChain, sets.Cluster))
-	}
-	if usesLocal {
-		o.chains = append(o.chains, endpointDispatch(p, sp, localChain, sets.Local))
+	for _, d := range []struct {
+		used  bool
+		chain string
+		eps   []*model.Endpoint
+	}{{usesCluster, clusterChain, sets.Cluster}, {usesLocal, localChain, sets.Local}} {
+		if !d.used {
+			continue
+		}
+		c, els := endpointDispatch(p, sp, d.chain, d.eps)
+		o.chains = append(o.chains, c)
+		if !affine {
+			o.endpointMaps = append(o.endpointMaps, d.chain)
+			o.elements = append(o.elements, els...)
+		}
 	}
 	for _, ep := range sets.AllReachable {
 		// Hairpin: a local pod reaching itself through the Service must see another
@@ -177,14 +188,23 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 	return o
 }
 
-// endpointDispatch writes a service- or local- chain: it picks one endpoint at random
-// with numgen. Without affinity it DNATs straight from a map (no per-endpoint chains);
-// with ClientIP affinity it first sends known clients to their endpoint's chain, which
-// refreshes the client in the endpoint's affinity set.
-func endpointDispatch(p *Params, sp *model.ServicePort, name string, eps []*model.Endpoint) *chain {
+// endpointSlots is the range "numgen random mod" draws from to pick an endpoint; each
+// endpoint owns an interval of it in the dispatch chain's endpoint map. Drawing from a
+// constant range keeps the chain's one rule the same whatever the endpoints are, so an
+// endpoint change is a few map element updates and never rewrites a chain (upstream
+// writes the endpoints into the rule, and rewrites the chain). The split is fair to
+// within 1/65536.
+const endpointSlots = 65536
+
+// endpointDispatch writes a service- or local- chain, which picks one endpoint at random
+// with numgen. Without affinity it DNATs through the chain's endpoint map, a named map
+// of the same name as the chain, whose elements it returns. With ClientIP affinity it
+// first sends known clients to their endpoint's chain, which refreshes the client in the
+// endpoint's affinity set, and picks the others through an inline verdict map: those
+// chains are rewritten when the endpoints change.
+func endpointDispatch(p *Params, sp *model.ServicePort, name string, eps []*model.Endpoint) (*chain, []element) {
 	c := &chain{name: name}
 	ip, proto := p.ipKeyword(), sp.ProtocolLower()
-	n := itoa(len(eps))
 	if sp.StickyMaxAgeSeconds > 0 {
 		targets := make([]string, len(eps))
 		for i, ep := range eps {
@@ -192,17 +212,34 @@ func endpointDispatch(p *Params, sp *model.ServicePort, name string, eps []*mode
 			c.add("", ip, "saddr", "@"+prefixAffinity+eb, "goto", prefixEndpoint+eb)
 			targets[i] = fmt.Sprintf("%d : goto %s", i, prefixEndpoint+eb)
 		}
-		c.add("", "numgen random mod", n, "vmap {", strings.Join(targets, " , "), "}")
-		return c
+		c.add("", "numgen random mod", itoa(len(eps)), "vmap {", strings.Join(targets, " , "), "}")
+		return c, nil
 	}
-	if len(eps) == 1 {
-		c.add("", "meta l4proto", proto, "dnat to", eps[0].AddrPort().String())
-		return c
+	c.add("", "meta l4proto", proto, "dnat", ip, "addr . port to numgen random mod", itoa(endpointSlots), "map", "@"+name)
+	if len(eps) > endpointSlots {
+		eps = eps[:endpointSlots]
 	}
-	targets := make([]string, len(eps))
+	n := len(eps)
+	elements := make([]element, n)
 	for i, ep := range eps {
-		targets[i] = fmt.Sprintf("%d : %s . %d", i, ep.IP.Unmap(), ep.Port)
+		lo, hi := i*endpointSlots/n, (i+1)*endpointSlots/n-1
+		key := itoa(lo)
+		if hi > lo {
+			key += "-" + itoa(hi)
+		}
+		elements[i] = element{container: name, isMap: true, key: []string{key},
+			value: ep.IP.Unmap().String() + " . " + itoa(ep.Port)}
 	}
-	c.add("", "meta l4proto", proto, "dnat", ip, "addr . port to numgen random mod", n, "map {", strings.Join(targets, " , "), "}")
-	return c
+	return c, elements
+}
+
+// endpointMap is the declaration of a dispatch chain's endpoint map: numgen's value to
+// the endpoint's address and port. "th dport" (any transport header) names the port's
+// type; "tcp dport" would clash with the rule's "meta l4proto udp" in UDP Services.
+func endpointMap(p *Params, name string) *knftables.Map {
+	return &knftables.Map{
+		Name:   name,
+		TypeOf: "numgen random mod " + itoa(endpointSlots) + " : " + p.ipKeyword() + " daddr . th dport",
+		Flags:  []knftables.SetFlag{knftables.IntervalFlag},
+	}
 }

@@ -35,8 +35,9 @@ func sameLines(t *testing.T, what string, got, want []string) {
 	}
 }
 
-// The reference's verified partial transaction (3.4): adding a local endpoint to svc1
-// touches svc1's chain and the hairpin set, nothing else.
+// The reference's partial transaction (3.4): adding a local endpoint to svc1 touches
+// svc1's endpoint map and the hairpin set, nothing else. Upstream rewrites svc1's chain
+// here; kproxy's chain does not change with the endpoints, so this is elements only.
 func TestPartialSyncAfterEndpointAddTouchesOnlyThatService(t *testing.T) {
 	w := referenceWorld()
 	w.setAll(svc1(ep("10.180.0.1", 80, "node2")))
@@ -47,9 +48,9 @@ func TestPartialSyncAfterEndpointAddTouchesOnlyThatService(t *testing.T) {
 	tp.sync(t, w.snapshot(), false)
 	sameLines(t, "partial transaction", tp.txLines(), []string{
 		"add element ip kube-proxy hairpin-connections { 10.180.0.2 . 10.180.0.2 . tcp . 80 }",
-		"add chain ip kube-proxy " + svc1Chain,
-		"flush chain ip kube-proxy " + svc1Chain,
-		"add rule ip kube-proxy " + svc1Chain + " meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.180.0.1 . 80 , 1 : 10.180.0.2 . 80 }",
+		"delete element ip kube-proxy " + svc1Chain + " { 0-65535 }",
+		"add element ip kube-proxy " + svc1Chain + " { 0-32767 : 10.180.0.1 . 80 }",
+		"add element ip kube-proxy " + svc1Chain + " { 32768-65535 : 10.180.0.2 . 80 }",
 	})
 
 	// The kernel now holds what a full sync of the same world writes.
@@ -92,6 +93,7 @@ func TestEndpointsGoneRejectsAndRetiresChain(t *testing.T) {
 		"delete element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 }",
 		"delete element ip kube-proxy hairpin-connections { 10.180.0.1 . 10.180.0.1 . tcp . 80 }",
 		"delete element ip kube-proxy hairpin-connections { 10.180.0.2 . 10.180.0.2 . tcp . 80 }",
+		"delete map ip kube-proxy " + svc1Chain,
 	})
 	if !contains(tp.dumpLines(), "add chain ip kube-proxy "+svc1Chain) {
 		t.Fatalf("chain deleted in the transaction that dropped its references")
@@ -281,5 +283,37 @@ func TestCleanupIgnoresMissingTable(t *testing.T) {
 	}
 	if tp.fake.Table != nil {
 		t.Errorf("table still there after Cleanup:\n%s", tp.fake.Dump())
+	}
+}
+
+// The burst case of issue 7: an endpoint replaced by another, or added, or the last
+// but one removed, changes only endpoint map elements (and the hairpin set): no chain
+// is added, flushed or rewritten.
+func TestEndpointChangesAreElementUpdatesOnly(t *testing.T) {
+	w := referenceWorld()
+	tp := newTestProxier(referenceParams())
+	tp.sync(t, w.snapshot(), true)
+	steps := [][]*model.Endpoint{
+		{ep("10.180.0.1", 80, "node2"), ep("10.180.0.9", 80, "node2")},                                    // replaced
+		{ep("10.180.0.1", 80, "node2"), ep("10.180.0.9", 80, "node2"), ep("10.180.0.3", 80, "test-node")}, // added
+		{ep("10.180.0.3", 80, "test-node")},                                                               // down to one
+		{ep("10.180.0.3", 80, "test-node"), ep("10.180.0.4", 80, "node2")},                                // one to two
+	}
+	for i, eps := range steps {
+		w.setAll(svc1(eps...))
+		tp.sync(t, w.snapshot(), false)
+		lines := tp.txLines()
+		if len(lines) == 0 {
+			t.Fatalf("step %d: empty transaction", i)
+		}
+		for _, l := range lines {
+			if !strings.Contains(l, " element ip kube-proxy "+svc1Chain+" ") && !strings.Contains(l, " element ip kube-proxy hairpin-connections ") {
+				t.Errorf("step %d: %q is not an endpoint map or hairpin element update", i, l)
+			}
+		}
+		want := newTestProxier(referenceParams())
+		w.changed = nil
+		want.sync(t, w.snapshot(), true)
+		sameLines(t, "table after partial sync vs full sync", tp.dumpLines(), want.dumpLines())
 	}
 }

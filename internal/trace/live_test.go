@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -143,4 +144,40 @@ func TestLiveNFTables(t *testing.T) {
 	ns := netnsFixture(t)
 	run(t, ns, "nft", "-f", "testdata/nft-reference.nft")
 	runLive(t, ns, ModeNFTables, nftReferenceCases)
+}
+
+// TestLiveNFTablesEndpointMap traces kproxy's own dispatch, an interval map keyed on
+// numgen, read back from the kernel: each endpoint weighs the share of the numgen range
+// its interval covers.
+func TestLiveNFTablesEndpointMap(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft")
+	}
+	ns := netnsFixture(t)
+	run(t, ns, "nft", "-f", "testdata/nft-endpoint-map.nft")
+	inNetns(t, ns, func() {
+		p := flowCase{from: FromNode, src: "192.168.0.2", dst: "172.30.0.50:80"}.packet(t)
+		r, err := Run(context.Background(), Options{Packet: p, Mode: ModeNFTables})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]float64{
+			"10.180.0.1:8080": 26214.0 / 65536, "10.180.0.2:8080": 26214.0 / 65536, "10.180.0.3:8080": 13008.0 / 65536,
+		}
+		if len(r.Endpoints) != len(want) {
+			t.Fatalf("endpoints %v, want %v\n%s", r.Endpoints, want, text(r))
+		}
+		for _, e := range r.Endpoints {
+			if w, ok := want[e.Address]; !ok || math.Abs(e.Probability-w) > 1e-6 { // Result rounds to 6 places
+				t.Errorf("endpoint %s probability %v, want %v", e.Address, e.Probability, w)
+			}
+		}
+		gap := false
+		for _, n := range r.Notes {
+			gap = gap || strings.Contains(n, "100 of the 65536 numgen values have no map element")
+		}
+		if !gap {
+			t.Errorf("no note on the 100 values without an element; notes: %v", r.Notes)
+		}
+	})
 }

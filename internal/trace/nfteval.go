@@ -228,28 +228,56 @@ func (e *nftEval) verdict(c *nftChain, i int, b *branch, v any, depth int) []wal
 	return e.walk(c, i+1, b, depth)
 }
 
-// eachNumgen splits the branch over "numgen random mod n": each value has chance 1/n.
+// eachNumgen splits the branch over "numgen random mod n": each map element takes the
+// share of the n values its key covers (a value, or an interval such as kproxy's
+// endpoint maps hold), and values no element covers go on as a failed lookup.
 func (e *nftEval) eachNumgen(n int, data any, b *branch, then func(*branch, any) []walkOut) []walkOut {
-	elems := e.elements(data)
 	var outs []walkOut
-	for k := 0; k < n; k++ {
+	uncovered := uint64(n)
+	for _, el := range e.elements(data) {
+		lo, hi, ok := numgenSpan(el.key, uint64(n))
+		if !ok {
+			b.note("numgen map key %s is not understood by the tracer", renderExpr(el.key))
+			continue
+		}
 		nb := b.clone()
-		nb.weight /= float64(n)
-		found := false
-		for _, el := range elems {
-			if keyMatches(uint64(k), el.key) {
-				outs = append(outs, then(nb, el.value)...)
-				found = true
-				break
-			}
-		}
-		if !found {
-			// No element for this number: the lookup fails and the packet goes on.
-			nb.note("numgen value %d has no map element", k)
-			outs = append(outs, walkOut{nb, walkReturn})
-		}
+		nb.weight *= float64(hi-lo+1) / float64(n)
+		uncovered -= hi - lo + 1
+		outs = append(outs, then(nb, el.value)...)
+	}
+	if uncovered > 0 {
+		// No element for these numbers: the lookup fails and the packet goes on.
+		nb := b.clone()
+		nb.weight *= float64(uncovered) / float64(n)
+		nb.note("%d of the %d numgen values have no map element", uncovered, n)
+		outs = append(outs, walkOut{nb, walkReturn})
 	}
 	return outs
+}
+
+// numgenSpan reads a numgen map key, a number or a range, as the values [lo, hi] it
+// covers below n.
+func numgenSpan(key any, n uint64) (lo, hi uint64, ok bool) {
+	switch k := key.(type) {
+	case float64:
+		lo, hi = uint64(k), uint64(k)
+	default:
+		kind, body := only(key)
+		r, _ := body.([]any)
+		if kind != "range" || len(r) != 2 {
+			return 0, 0, false
+		}
+		a, ok1 := r[0].(float64)
+		z, ok2 := r[1].(float64)
+		if !ok1 || !ok2 || a > z {
+			return 0, 0, false
+		}
+		lo, hi = uint64(a), uint64(z)
+	}
+	if lo >= n {
+		return 0, 0, false
+	}
+	return lo, min(hi, n-1), true
 }
 
 func (e *nftEval) dnatTo(b *branch, addr, port any) {
