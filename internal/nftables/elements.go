@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	gnft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -64,26 +67,43 @@ func layoutOf(container string, isMap bool) (layout, bool) {
 	return layout{}, false
 }
 
-// encodeOps turns element operations into netlink set elements, grouped by container
-// in the order of ops. It fails on anything it cannot encode exactly.
+// encodeOps turns element operations into netlink set elements, one group per
+// container and direction: every delete goes before every add (a changed element is
+// a delete and an add of the same key, which is how build emits them), and within that
+// the kernel does not care about order, while a message per element would cost an ack
+// each. It fails on anything it cannot encode exactly.
 func encodeOps(f model.Family, ops []elementOp) ([]setElements, error) {
 	var out []setElements
-	for _, op := range ops {
-		l, ok := layoutOf(op.el.container, op.el.isMap)
-		if !ok {
-			return nil, fmt.Errorf("element of %s: unknown set or map", op.el.container)
-		}
-		els, err := encodeElement(f, l, &op.el, op.del)
-		if err != nil {
-			return nil, fmt.Errorf("element %s of %s: %w", strings.Join(op.el.key, " . "), op.el.container, err)
-		}
-		if n := len(out); n > 0 && out[n-1].container == op.el.container && out[n-1].del == op.del {
-			out[n-1].elements = append(out[n-1].elements, els...)
-		} else {
-			out = append(out, setElements{container: op.el.container, del: op.del, elements: els})
+	index := map[setElementsKey]int{}
+	for _, pass := range []bool{true, false} {
+		for _, op := range ops {
+			if op.del != pass {
+				continue
+			}
+			l, ok := layoutOf(op.el.container, op.el.isMap)
+			if !ok {
+				return nil, fmt.Errorf("element of %s: unknown set or map", op.el.container)
+			}
+			els, err := encodeElement(f, l, &op.el, op.del)
+			if err != nil {
+				return nil, fmt.Errorf("element %s of %s: %w", strings.Join(op.el.key, " . "), op.el.container, err)
+			}
+			k := setElementsKey{op.el.container, op.del}
+			i, seen := index[k]
+			if !seen {
+				i = len(out)
+				index[k] = i
+				out = append(out, setElements{container: op.el.container, del: op.del})
+			}
+			out[i].elements = append(out[i].elements, els...)
 		}
 	}
 	return out, nil
+}
+
+type setElementsKey struct {
+	container string
+	del       bool
 }
 
 // setElements is one netlink message's worth: elements added to, or deleted from, one
@@ -209,6 +229,39 @@ func parseVerdict(s string) (*expr.Verdict, error) {
 	return nil, fmt.Errorf("verdict %q is not understood", s)
 }
 
+const (
+	// elementsPerMessage bounds one netlink message (the kernel parses each message
+	// into one allocation); a batch holds as many messages as needed.
+	elementsPerMessage = 1024
+	// bytesPerElement is more than the largest element kproxy encodes takes in a
+	// message (an IPv6 hairpin key, or a verdict with a long chain name and comment).
+	bytesPerElement = 640
+)
+
+// forceBuffers sets the socket's send and receive buffers to n bytes, above
+// net.core.wmem_max (SO_SNDBUFFORCE, which needs CAP_NET_ADMIN, as programming
+// nftables does). The receive buffer must hold an error's ack, which echoes the
+// failed message.
+func forceBuffers(c *netlink.Conn, n int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
+		if serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("netlink socket buffers of %d bytes: %w", n, serr)
+	}
+	return nil
+}
+
 // writeElementsNetlink applies element operations to the family's table in one
 // netlink batch, which the kernel commits as one transaction.
 func writeElementsNetlink(f model.Family, ops []elementOp) error {
@@ -216,7 +269,13 @@ func writeElementsNetlink(f model.Family, ops []elementOp) error {
 	if err != nil {
 		return err
 	}
-	conn, err := gnft.New()
+	// The batch goes to the kernel in one sendmsg, which fails (EMSGSIZE) when it is
+	// larger than the socket's send buffer; size that as nft does, with room to spare.
+	bytes := 256 << 10
+	for _, g := range groups {
+		bytes += len(g.elements) * bytesPerElement
+	}
+	conn, err := gnft.New(gnft.WithSockOptions(func(c *netlink.Conn) error { return forceBuffers(c, bytes) }))
 	if err != nil {
 		return err
 	}
@@ -227,13 +286,15 @@ func writeElementsNetlink(f model.Family, ops []elementOp) error {
 	table := &gnft.Table{Name: TableName, Family: fam}
 	for _, g := range groups {
 		set := &gnft.Set{Table: table, Name: g.container}
-		if g.del {
-			err = conn.SetDeleteElements(set, g.elements)
-		} else {
-			err = conn.SetAddElements(set, g.elements)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", g.container, err)
+		for els := range slices.Chunk(g.elements, elementsPerMessage) {
+			if g.del {
+				err = conn.SetDeleteElements(set, els)
+			} else {
+				err = conn.SetAddElements(set, els)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", g.container, err)
+			}
 		}
 	}
 	if err := conn.Flush(); err != nil {

@@ -43,12 +43,13 @@ func TestEncodeElementsAsNftDoes(t *testing.T) {
 			got = append(got, line)
 		}
 	}
+	// Deletes go first, then adds, each grouped by container.
 	want := []string{
+		"del service-X key=00008000",
+		"del service-X key=00010000 end",
 		"service-X key=00000000 val=0a0000021f900000",
 		"service-X key=00008000 end",
 		"service-ips key=0a60000106000000" + "00500000 verdict=svc comment=x",
-		"del service-X key=00008000",
-		"del service-X key=00010000 end",
 		"hairpin-connections key=0a0000020a000002" + "1100000000350000",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
