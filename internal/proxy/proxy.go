@@ -150,8 +150,8 @@ func (p *Proxy) watchFlushes(ctx context.Context) {
 func (p *Proxy) sync() error {
 	if !p.tracker.Synced() {
 		// Never program a partial view: a restart must not drop rules the source has
-		// not delivered yet.
-		return nil
+		// not delivered yet. The source's OnSynced triggers the first real sync.
+		return runner.ErrSkipped
 	}
 	// The queued time is cleared only when a sync succeeds: health checks during a
 	// failing sync must keep seeing the change waiting.

@@ -5,6 +5,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -26,6 +27,12 @@ type Runner struct {
 	// running serialises Run calls so a second Run cannot start fn concurrently.
 	running sync.Mutex
 }
+
+// ErrSkipped is what fn returns when it had nothing it could do yet (the proxy before
+// its source delivered the initial state): the run does not count, so the next one is
+// not held back by minInterval. Without it the first real sync of a starting proxy
+// waited a whole minInterval behind the no-op run at start.
+var ErrSkipped = errors.New("run skipped")
 
 // never stands in for a disabled interval: far enough away that it never fires.
 const never = 100 * 365 * 24 * time.Hour
@@ -105,9 +112,17 @@ func (r *Runner) Run(ctx context.Context) {
 			case <-r.triggers:
 			default:
 			}
+			prevStart, prevEnd := lastStart, lastEnd
 			lastStart = time.Now()
 			err := r.runOnce()
 			lastEnd = time.Now()
+			if errors.Is(err, ErrSkipped) {
+				// Not a run: the next trigger may start one at once.
+				lastStart, lastEnd = prevStart, prevEnd
+				due = time.Now().Add(r.maxInterval)
+				timer.Reset(time.Until(due))
+				continue
+			}
 			wait := r.maxInterval
 			if err != nil {
 				wait = min(wait, r.retryInterval)
@@ -136,6 +151,10 @@ func (r *Runner) runOnce() error {
 	start := time.Now()
 	err := r.fn()
 	elapsed := time.Since(start)
+	if errors.Is(err, ErrSkipped) {
+		klog.V(4).InfoS("Run skipped", "runner", r.name)
+		return err
+	}
 	if err != nil {
 		if r.retryInterval < never {
 			klog.ErrorS(err, "Run failed, will retry", "runner", r.name, "elapsed", elapsed, "retryIn", r.retryInterval)

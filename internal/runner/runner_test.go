@@ -19,10 +19,12 @@ type recorder struct {
 	overlap atomic.Bool
 	// failRuns lists the 1-based run numbers that return an error.
 	failRuns map[int]bool
+	// skipRuns lists the 1-based run numbers that return ErrSkipped.
+	skipRuns map[int]bool
 }
 
 func newRecorder(failRuns ...int) *recorder {
-	r := &recorder{started: make(chan time.Time, 1000), failRuns: map[int]bool{}}
+	r := &recorder{started: make(chan time.Time, 1000), failRuns: map[int]bool{}, skipRuns: map[int]bool{}}
 	for _, n := range failRuns {
 		r.failRuns[n] = true
 	}
@@ -43,6 +45,9 @@ func (r *recorder) fn() error {
 	time.Sleep(2 * time.Millisecond) // a run takes some time, like a real sync
 	if r.failRuns[n] {
 		return errors.New("injected failure")
+	}
+	if r.skipRuns[n] {
+		return ErrSkipped
 	}
 	return nil
 }
@@ -332,4 +337,19 @@ func TestMinIntervalIsMeasuredFromStartToStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A skipped run (the proxy before its source synced) does not hold the next run back:
+// the trigger that follows it runs at once, not a minInterval after the skipped one.
+func TestSkippedRunDoesNotCountForMinInterval(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	rec.skipRuns[1] = true
+	r := start(t, rec, time.Hour, time.Hour, time.Hour)
+	rec.waitRun(t, 2*time.Second, "the skipped first run")
+	rec.expectNoRun(t, 100*time.Millisecond, "nothing triggered after the skip")
+	r.Trigger()
+	rec.waitRun(t, 2*time.Second, "the trigger after a skipped run")
+	r.Trigger()
+	rec.expectNoRun(t, 300*time.Millisecond, "a trigger within minInterval of a real run")
 }
