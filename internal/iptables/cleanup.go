@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -15,23 +16,26 @@ var fixedChains = map[string][]string{
 }
 
 // Cleanup removes every rule and chain this backend (or an upstream kube-proxy in
-// iptables mode) made: the jump rules first, then the chains, flushed before they are
-// deleted so references between them do not block the deletion.
+// iptables mode) made, one restore per table: the jump rules in the built-in chains,
+// then the chains, flushed by their declaration so references between them do not
+// block the deletion. One restore matters at scale: every run of an iptables binary
+// loads the whole table, which takes seconds at 10,000 Services, and deleting the
+// jumps with one "iptables -D" each took minutes.
 func Cleanup(r Runner) error {
 	var errs []error
-	for _, j := range jumpRules(true) {
-		// A rule may have been inserted more than once; delete until it is gone.
-		for i := 0; i < 10; i++ {
-			if err := r.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...); err != nil {
-				break
-			}
-		}
-	}
 	for _, table := range []string{"filter", "nat", "mangle"} {
 		save, err := saveSkeleton(r, table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		var jumps []string
+		for _, j := range jumpRules(true) {
+			if j.table == table {
+				for range countJumps(save, j) {
+					jumps = append(jumps, jumpRuleLine("-D", j))
+				}
+			}
 		}
 		owned := map[string]bool{}
 		for _, c := range fixedChains[table] {
@@ -43,24 +47,57 @@ func Cleanup(r Runner) error {
 				del = append(del, c)
 			}
 		}
-		if len(del) == 0 {
+		if len(del) == 0 && len(jumps) == 0 {
 			continue
 		}
-		// Declared in name order, which iptables-nft-restore handles in linear time
-		// (see Builder.render).
-		sort.Strings(del)
-		var in bytes.Buffer
-		fmt.Fprintf(&in, "*%s\n", table)
-		for _, c := range del {
-			fmt.Fprintf(&in, ":%s - [0:0]\n", c)
-		}
-		for _, c := range del {
-			fmt.Fprintf(&in, "-X %s\n", c)
-		}
-		in.WriteString("COMMIT\n")
-		if err := r.Restore(in.Bytes()); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %d chains of table %s: %w", len(del), table, err))
+		if err := r.Restore(cleanupInput(table, jumps, del)); err != nil {
+			if len(jumps) == 0 {
+				errs = append(errs, fmt.Errorf("deleting %d chains of table %s: %w", len(del), table, err))
+				continue
+			}
+			// A jump whose rule differs from ours (another version's) fails the
+			// restore: delete the jumps one at a time, then the chains.
+			deleteJumpsOneByOne(r, table)
+			if err := r.Restore(cleanupInput(table, nil, del)); err != nil {
+				errs = append(errs, fmt.Errorf("deleting %d chains of table %s: %w", len(del), table, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cleanupInput is the restore input that deletes the jump rules (as "-D" lines) and
+// then the chains, declared in name order, which iptables-nft-restore handles in
+// linear time (see Builder.render).
+func cleanupInput(table string, jumps, chains []string) []byte {
+	chains = slices.Clone(chains)
+	sort.Strings(chains)
+	var in bytes.Buffer
+	fmt.Fprintf(&in, "*%s\n", table)
+	for _, c := range chains {
+		fmt.Fprintf(&in, ":%s - [0:0]\n", c)
+	}
+	for _, j := range jumps {
+		in.WriteString(j + "\n")
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&in, "-X %s\n", c)
+	}
+	in.WriteString("COMMIT\n")
+	return in.Bytes()
+}
+
+// deleteJumpsOneByOne deletes the table's jump rules with one "iptables -D" each.
+func deleteJumpsOneByOne(r Runner, table string) {
+	for _, j := range jumpRules(true) {
+		if j.table != table {
+			continue
+		}
+		// A rule may have been inserted more than once; delete until it is gone.
+		for i := 0; i < 10; i++ {
+			if err := r.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...); err != nil {
+				break
+			}
+		}
+	}
 }

@@ -74,3 +74,56 @@ func TestCleanupRemovesTheDispatchTree(t *testing.T) {
 		}
 	}
 }
+
+// countingRunner counts the single-rule iptables runs Cleanup makes.
+type countingRunner struct {
+	nsRunner
+	runs *int
+}
+
+func (r countingRunner) Run(args ...string) error {
+	*r.runs++
+	return r.nsRunner.Run(args...)
+}
+
+// Jump rules, even one inserted twice, go in the same restore as the chains: no
+// "iptables -D" per rule, each of which loads the whole table.
+func TestCleanupDeletesJumpsInOneRestore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	if _, err := exec.LookPath("iptables-nft-restore"); err != nil {
+		t.Skip("iptables-nft-restore is not installed")
+	}
+	ns := fmt.Sprintf("kpclean2%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	runs := 0
+	r := countingRunner{nsRunner{ns: ns}, &runs}
+
+	snap, _ := manyServices(20)
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
+	if err := r.Restore(rs.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nsRunner.Run("-t", "nat", "-I", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(r); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	if runs != 0 {
+		t.Errorf("cleanup ran iptables %d times; want every deletion in the restores", runs)
+	}
+	for _, table := range []string{"nat", "filter", "mangle"} {
+		save, err := r.Save(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(save), "KUBE-") {
+			t.Errorf("after cleanup %s still has:\n%s", table, save)
+		}
+	}
+}

@@ -55,23 +55,34 @@ func missingJumps(js []jump, saved map[string][]byte) map[string][]string {
 		if hasJump(saved[j.table], j) {
 			continue
 		}
-		words := make([]string, 0, len(j.args)+2)
-		words = append(words, "-I", j.chain)
-		for _, a := range j.args {
-			if strings.ContainsAny(a, " \t") {
-				a = `"` + a + `"`
-			}
-			words = append(words, a)
-		}
-		out[j.table] = append(out[j.table], strings.Join(words, " "))
+		out[j.table] = append(out[j.table], jumpRuleLine("-I", j))
 	}
 	return out
+}
+
+// jumpRuleLine renders the jump as an iptables-restore line with the given command (-I,
+// -D), quoting arguments with spaces.
+func jumpRuleLine(cmd string, j jump) string {
+	words := make([]string, 0, len(j.args)+2)
+	words = append(words, cmd, j.chain)
+	for _, a := range j.args {
+		if strings.ContainsAny(a, " \t") {
+			a = `"` + a + `"`
+		}
+		words = append(words, a)
+	}
+	return strings.Join(words, " ")
 }
 
 // hasJump looks for the rule in iptables-save output: a rule of the same built-in
 // chain with the same target and, when it has one, the same comment (iptables-save
 // may print the matches in another order, so the rule text is not compared).
-func hasJump(save []byte, j jump) bool {
+func hasJump(save []byte, j jump) bool { return countJumps(save, j) > 0 }
+
+// countJumps counts the rules hasJump looks for: a rule inserted twice (by two
+// versions, or by hand) is there twice.
+func countJumps(save []byte, j jump) int {
+	n := 0
 	target := j.args[len(j.args)-1]
 	comment := ""
 	for i, a := range j.args {
@@ -86,10 +97,10 @@ func hasJump(save []byte, j jump) bool {
 			continue
 		}
 		if comment == "" || strings.Contains(line, `"`+comment+`"`) || strings.Contains(line, " "+comment+" ") {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // isNotFound tells "rule does not exist" (exit status 1) from real failures.
