@@ -37,6 +37,10 @@ type Result struct {
 	RestoreInput int64
 	// NFTables is the nftables backend's record of what the kernel holds.
 	NFTables int64
+	// NFTablesSyncAlloc is what one full nftables sync allocates in all (the
+	// transaction and its garbage): the transient that, with the retained heap, sets
+	// the peak.
+	NFTablesSyncAlloc int64
 }
 
 // Measure syncs n Services with m endpoints each and reports the retained heap.
@@ -70,9 +74,11 @@ func Measure(n, m int) (Result, error) {
 	nft := discard{knftables.NewFake(knftables.IPv4Family, nftables.TableName)}
 	px := nftables.NewProxier(nftables.Params{Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
 		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nft, nil)
+	allocBefore := totalAlloc()
 	if err := px.Sync(snap, true); err != nil {
 		return r, fmt.Errorf("memory: nftables sync: %w", err)
 	}
+	r.NFTablesSyncAlloc = totalAlloc() - allocBefore
 	r.NFTables = heap() - afterIPT
 
 	// Keep everything measured alive until here.
@@ -88,6 +94,13 @@ func Measure(n, m int) (Result, error) {
 type discard struct{ *knftables.Fake }
 
 func (discard) Run(context.Context, *knftables.Transaction) error { return nil }
+
+// totalAlloc is the bytes allocated so far.
+func totalAlloc() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.TotalAlloc)
+}
 
 // heap is the live heap after a full collection.
 func heap() int64 {

@@ -31,20 +31,31 @@ type buildInput struct {
 	// someone else added). nil when the table does not exist.
 	kernel map[string][]string
 	now    time.Time
+	// elementsApart leaves the elements of a full sync out of the transaction: they are
+	// returned as ops, to be written over netlink once the transaction ran. Only for a
+	// table that holds no Service rules yet (see Proxier.Sync): in between, the
+	// Services are not reachable, which they were not before either.
+	elementsApart bool
 }
 
 // build fills tx with the sync's operations and returns the state the kernel holds once
 // tx has run. When tx holds nothing but element adds and deletes, it also returns them
-// as ops, in tx's order, so they can be written without nft. It is pure apart from
-// reusing in.prev, which it updates in place: when tx fails, the caller must drop both.
+// as ops, in tx's order, so they can be written without nft; with in.elementsApart, a
+// full sync's elements are returned as ops instead of being put in tx. It is pure
+// apart from reusing in.prev, which it updates in place: when tx fails, the caller
+// must drop both.
 func build(tx *knftables.Transaction, in buildInput) (next *state, ops []elementOp) {
 	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
 	if in.full || in.prev == nil {
 		b.full(in)
+		b.elementsApart = in.elementsApart
 	} else {
 		b.partial(in)
 	}
 	b.emit()
+	if b.elementsApart {
+		return b.st, b.ops
+	}
 	if b.fullElements || len(b.rewrite)+len(b.staleFlush)+len(b.setDeletes)+len(b.setAdds)+
 		len(b.mapDeletes)+len(b.mapAdds)+len(b.chainDeletes) > 0 {
 		return b.st, nil
@@ -72,6 +83,8 @@ type txBuilder struct {
 	ops          []elementOp // the element operations, in the order of tx
 	// fullElements: every wanted element is (re)added, as the maps were flushed.
 	fullElements bool
+	// elementsApart: the elements go to ops only, not into tx (see buildInput).
+	elementsApart bool
 }
 
 func (b *txBuilder) full(in buildInput) {
@@ -357,6 +370,11 @@ func (b *txBuilder) emit() {
 			ids = append(ids, id)
 		}
 		sortIDs(ids)
+		// Sized up front: at ten thousand Services these hold over 100,000 elements,
+		// and growing them by appends would allocate several times that.
+		adds = make([]element, 0, len(ids))
+		b.ops = make([]elementOp, 0, len(ids))
+		b.st.kernel = make(map[elementID]element, len(ids))
 		for _, id := range ids {
 			el, _ := b.st.winner(id)
 			b.st.kernel[id] = el
@@ -419,7 +437,9 @@ func (b *txBuilder) emit() {
 		}
 	}
 	for i := range adds {
-		b.tx.Add(adds[i].object())
+		if !b.elementsApart {
+			b.tx.Add(adds[i].object())
+		}
 		b.ops = append(b.ops, elementOp{el: adds[i]})
 	}
 	for _, name := range b.chainDeletes {

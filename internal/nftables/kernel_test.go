@@ -283,7 +283,21 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 	if err := p.Sync(w.snapshot(), true); err != nil {
 		t.Fatalf("full sync: %v", err)
 	}
-	wantIn(t, "table with a UDP Service", listTable(t, "ip"), "meta l4proto udp dnat ip to numgen random mod 65536 map @service-", "32768-65535 : 10.180.0.2 . 53")
+	// The table was new: its elements went over netlink after nft built the rest.
+	if p.LastVia != "nft+netlink" {
+		t.Errorf("first sync into an empty table written via %q, want nft+netlink", p.LastVia)
+	}
+	first := listTable(t, "ip")
+	wantIn(t, "table with a UDP Service", first, "meta l4proto udp dnat ip to numgen random mod 65536 map @service-", "32768-65535 : 10.180.0.2 . 53")
+	if err := p.Sync(w.snapshot(), true); err != nil {
+		t.Fatalf("second full sync: %v", err)
+	}
+	if p.LastVia != "nft" {
+		t.Errorf("full sync over a table with rules written via %q, want nft (one atomic transaction)", p.LastVia)
+	}
+	if byNft := listTable(t, "ip"); byNft != first {
+		t.Errorf("the first sync's table:\n%s\ndiffers from nft's full sync:\n%s", first, byNft)
+	}
 	if got := dialResult("172.30.0.41:80"); got == "connected" {
 		t.Fatalf("ClusterIP connected with only a silent endpoint")
 	}

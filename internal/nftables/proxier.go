@@ -47,11 +47,20 @@ type Proxier struct {
 	LastVia string
 }
 
-// New returns the knftables interface for the family's kube-proxy table. Listing goes
-// over netlink: the nft CLI takes seconds to list a table of ten thousand Services.
+// New returns the knftables interface for the family's kube-proxy table in the kernel.
+// Listing goes over netlink: the nft CLI takes seconds to list a table of ten thousand
+// Services. A Proxier on it also counts rules and writes elements over netlink.
 func New(f model.Family) (knftables.Interface, error) {
-	return knftables.New(nftFamily(f), TableName, knftables.UseNetlink)
+	nft, err := knftables.New(nftFamily(f), TableName, knftables.UseNetlink)
+	if err != nil {
+		return nil, err
+	}
+	return kernelTable{nft}, nil
 }
+
+// kernelTable marks the interface New returns: the kernel's, as opposed to a fake or
+// another stand-in, whose content only knftables' operations reach.
+type kernelTable struct{ knftables.Interface }
 
 func nftFamily(f model.Family) knftables.Family {
 	if f == model.IPv6 {
@@ -65,10 +74,10 @@ func nftFamily(f model.Family) knftables.Family {
 // otherwise p.NodePortAll and p.NodePortIPs are used as given.
 func NewProxier(p Params, nft knftables.Interface, nodePortIPs func(node *model.Node) (all bool, ips []netip.Addr)) *Proxier {
 	px := &Proxier{params: p, nft: nft, nodePorts: nodePortIPs, now: time.Now}
-	px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
-	px.writeElements = func(ops []elementOp) error { return writeElementsNetlink(p.Family, ops) }
-	if _, fake := nft.(*knftables.Fake); fake {
-		px.writeElements = nil
+	if _, kernel := nft.(kernelTable); kernel {
+		px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
+		px.writeElements = func(ops []elementOp) error { return writeElementsNetlink(p.Family, ops) }
+	} else {
 		px.countRules = func(ctx context.Context, chain string) (int, error) {
 			rules, err := nft.ListRules(ctx, chain)
 			if knftables.IsNotFound(err) {
@@ -120,11 +129,26 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			kernel = objs
 		}
 	}
+	// A table without Service rules (a node's first start, or after a flush) has no
+	// traffic to keep while it is built: its elements, most of a full sync's work for
+	// nft, are then written over netlink after the transaction that creates the
+	// chains and maps. Otherwise a full sync is one atomic nft transaction.
+	apart := false
+	if prev == nil && p.writeElements != nil {
+		n, err := p.countRules(ctx, chainServices)
+		apart = err == nil && n == 0
+	}
 	tx := p.nft.NewTransaction()
-	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel, now: p.now()})
+	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel,
+		now: p.now(), elementsApart: apart})
 	via := "nft"
 	var err error
 	switch {
+	case apart:
+		via = "nft+netlink"
+		if err = p.nft.Run(ctx, tx); err == nil {
+			err = p.writeElements(ops)
+		}
 	case tx.NumOperations() == 0:
 		via = "none"
 	case ops != nil && p.writeElements != nil:
@@ -141,9 +165,12 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	p.state = next
 	p.LastOperations, p.LastVia = tx.NumOperations(), via
+	if apart {
+		p.LastOperations += len(ops)
+	}
 	p.synced.Store(true)
 	klog.V(2).InfoS("Synced nftables rules", "family", params.Family, "full", full || prev == nil,
-		"services", len(snap.Services), "changed", len(snap.Changed), "operations", tx.NumOperations(),
+		"services", len(snap.Services), "changed", len(snap.Changed), "operations", p.LastOperations,
 		"via", via, "elapsed", time.Since(start))
 	return nil
 }

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -59,11 +60,11 @@ func newState(p *Params) *state {
 	}
 }
 
+// ownerLess orders ServicePorts by namespace, name, port name and protocol: any fixed
+// order does, and comparing fields allocates nothing (String would, per comparison).
 func ownerLess(a, b model.ServicePortName) bool {
-	if a.String() != b.String() {
-		return a.String() < b.String()
-	}
-	return a.Protocol < b.Protocol
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol)) < 0
 }
 
 func (s *state) own(owner model.ServicePortName, el element) elementID {

@@ -37,6 +37,7 @@ func main() {
 	row("iptables builder (cached rule fragments)", a.IPTables, b.IPTables)
 	row("nftables state (elements and chains the kernel holds)", a.NFTables, b.NFTables)
 	row("iptables-restore input of a full sync (transient)", a.RestoreInput, b.RestoreInput)
+	row("allocated by one full nftables sync (transient)", a.NFTablesSyncAlloc, b.NFTablesSyncAlloc)
 	fmt.Printf("\nTotal retained, iptables mode: %s (%d x %d); nftables mode: %s.\n",
 		size(float64(a.Model+a.IPTables)), *n, *m, size(float64(a.Model+a.NFTables)))
 }
