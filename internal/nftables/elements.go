@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -230,13 +229,44 @@ func parseVerdict(s string) (*expr.Verdict, error) {
 }
 
 const (
-	// elementsPerMessage bounds one netlink message (the kernel parses each message
-	// into one allocation); a batch holds as many messages as needed.
-	elementsPerMessage = 1024
+	// messageBytes bounds the elements of one netlink message: they sit in one
+	// attribute, whose length field has 16 bits. A longer list wraps that length
+	// around, and the kernel reads garbage (ENOENT, at 1024 verdict elements).
+	messageBytes = 48 << 10
 	// bytesPerElement is more than the largest element kproxy encodes takes in a
-	// message (an IPv6 hairpin key, or a verdict with a long chain name and comment).
+	// message (an IPv6 hairpin key, or a verdict with a long chain name and comment),
+	// to size the socket buffer.
 	bytesPerElement = 640
 )
+
+// messages splits a container's elements into netlink messages of at most
+// messageBytes of elements each.
+func messages(els []gnft.SetElement) [][]gnft.SetElement {
+	var out [][]gnft.SetElement
+	start, size := 0, 0
+	for i := range els {
+		n := elementBytes(&els[i])
+		if i > start && size+n > messageBytes {
+			out = append(out, els[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(els) {
+		out = append(out, els[start:])
+	}
+	return out
+}
+
+// elementBytes is more than one element takes in a message: its data plus the
+// attribute headers and padding around each part.
+func elementBytes(e *gnft.SetElement) int {
+	n := 64 + len(e.Key) + len(e.KeyEnd) + len(e.Val) + len(e.Comment)
+	if e.VerdictData != nil {
+		n += len(e.VerdictData.Chain)
+	}
+	return n
+}
 
 // forceBuffers sets the socket's send and receive buffers to n bytes, above
 // net.core.wmem_max (SO_SNDBUFFORCE, which needs CAP_NET_ADMIN, as programming
@@ -286,7 +316,7 @@ func writeElementsNetlink(f model.Family, ops []elementOp) error {
 	table := &gnft.Table{Name: TableName, Family: fam}
 	for _, g := range groups {
 		set := &gnft.Set{Table: table, Name: g.container}
-		for els := range slices.Chunk(g.elements, elementsPerMessage) {
+		for _, els := range messages(g.elements) {
 			if g.del {
 				err = conn.SetDeleteElements(set, els)
 			} else {

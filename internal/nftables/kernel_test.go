@@ -348,3 +348,35 @@ func manyEndpoints(n int) []*model.Endpoint {
 	}
 	return eps
 }
+
+// TestFirstSyncOfManyServicesOverNetlink: the first sync into an empty table writes
+// thousands of verdict elements over netlink (more than one message's attribute can
+// hold), and nft reads them back exactly as it reads its own full sync.
+func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
+	enterTestNetns(t)
+	nft, err := New(model.IPv4)
+	if err != nil {
+		t.Fatalf("knftables: %v", err)
+	}
+	p := NewProxier(referenceParams(), nft, nil)
+	w := newWorld()
+	for i := 0; i < 1500; i++ {
+		sp := &model.ServicePort{Name: spn("a-namespace-of-some-length", fmt.Sprintf("a-service-name-%05d", i), "http"),
+			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP, NodePort: int32(30000 + i)}
+		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
+	}
+	if err := p.Sync(w.snapshot(), true); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	if p.LastVia != "nft+netlink" {
+		t.Fatalf("first sync via %q, want nft+netlink", p.LastVia)
+	}
+	first := listTable(t, "ip")
+	if err := p.Sync(w.snapshot(), true); err != nil {
+		t.Fatalf("second full sync: %v", err)
+	}
+	if byNft := listTable(t, "ip"); byNft != first {
+		t.Errorf("the table written over netlink differs from nft's full sync (%d vs %d bytes)", len(first), len(byNft))
+	}
+	wantIn(t, "table", first, "172.30.5.250 . tcp . 80 : goto service-", "tcp . 31499 : goto external-")
+}
