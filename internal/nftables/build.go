@@ -85,6 +85,9 @@ type txBuilder struct {
 	fullElements bool
 	// elementsApart: the elements go to ops only, not into tx (see buildInput).
 	elementsApart bool
+	// fresh: the transaction deletes and recreates the table, so nothing in it needs
+	// flushing (at ten thousand Services the flushes cost nft a quarter of its time).
+	fresh bool
 }
 
 func (b *txBuilder) full(in buildInput) {
@@ -97,6 +100,7 @@ func (b *txBuilder) full(in buildInput) {
 	if in.prev == nil {
 		b.tx.Delete(&knftables.Table{})
 		b.tx.Add(table)
+		b.fresh = true
 	} else {
 		b.st.pendingDelete = in.prev.pendingDelete
 	}
@@ -106,7 +110,9 @@ func (b *txBuilder) full(in buildInput) {
 	for i := range containers {
 		obj := containers[i].object(p)
 		b.tx.Add(obj)
-		b.tx.Flush(obj)
+		if !b.fresh {
+			b.tx.Flush(obj)
+		}
 	}
 	// With a known prev, a per-service chain the kernel holds with the rules prev
 	// recorded is left alone: rewriting every chain makes nft (1.0.x) re-add thousands
@@ -356,7 +362,9 @@ func (b *txBuilder) emit() {
 			}
 			b.tx.Add(ch)
 		}
-		b.tx.Flush(&knftables.Chain{Name: c.name})
+		if !b.fresh {
+			b.tx.Flush(&knftables.Chain{Name: c.name})
+		}
 	}
 	for _, name := range b.staleFlush {
 		b.tx.Flush(&knftables.Chain{Name: name})
@@ -423,7 +431,7 @@ func (b *txBuilder) emit() {
 	}
 	for _, m := range b.mapAdds {
 		b.tx.Add(endpointMap(b.p, m))
-		if b.fullElements {
+		if b.fullElements && !b.fresh {
 			b.tx.Flush(&knftables.Map{Name: m})
 		}
 	}
