@@ -46,7 +46,8 @@ type layout struct {
 }
 
 // layoutOf returns the layout of one of kproxy's sets or maps, or false for a
-// container it does not know (the caller then goes through nft).
+// container it does not know: writing to one fails the sync, and the next one rebuilds
+// the table through nft.
 func layoutOf(container string, isMap bool) (layout, bool) {
 	addrProtoPort := []field{fieldAddr, fieldProto, fieldPort}
 	switch container {
