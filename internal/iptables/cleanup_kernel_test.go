@@ -36,21 +36,42 @@ func (r nsRunner) Run(args ...string) error {
 	return nil
 }
 
-// The dispatch tree's chains reference the KUBE-SVC chains, so cleanup must delete
-// them too or the kernel refuses to delete the rest.
-func TestCleanupRemovesTheDispatchTree(t *testing.T) {
+// cleanupNetns creates a network namespace for the test (deleted when it ends) and
+// returns a runner of the iptables-nft binaries in it.
+func cleanupNetns(t *testing.T, name string) nsRunner {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
 	if _, err := exec.LookPath("iptables-nft-restore"); err != nil {
 		t.Skip("iptables-nft-restore is not installed")
 	}
-	ns := fmt.Sprintf("kpclean%d", os.Getpid())
+	ns := fmt.Sprintf("%s%d", name, os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	r := nsRunner{ns: ns}
+	return nsRunner{ns: ns}
+}
+
+// assertNoKubeRules fails if any table still holds a KUBE- chain or rule.
+func assertNoKubeRules(t *testing.T, r nsRunner) {
+	t.Helper()
+	for _, table := range []string{"nat", "filter", "mangle"} {
+		save, err := r.Save(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(save), "KUBE-") {
+			t.Errorf("after cleanup %s still has:\n%s", table, save)
+		}
+	}
+}
+
+// The dispatch tree's chains reference the KUBE-SVC chains, so cleanup must delete
+// them too or the kernel refuses to delete the rest.
+func TestCleanupRemovesTheDispatchTree(t *testing.T) {
+	r := cleanupNetns(t, "kpclean")
 
 	snap, _ := manyServices(300)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
@@ -64,15 +85,7 @@ func TestCleanupRemovesTheDispatchTree(t *testing.T) {
 	if err := Cleanup(r); err != nil {
 		t.Fatalf("cleanup: %v", err)
 	}
-	for _, table := range []string{"nat", "filter", "mangle"} {
-		save, err := r.Save(table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(save), "KUBE-") {
-			t.Errorf("after cleanup %s still has:\n%s", table, save)
-		}
-	}
+	assertNoKubeRules(t, r)
 }
 
 // countingRunner counts the single-rule iptables runs Cleanup makes.
@@ -89,19 +102,8 @@ func (r countingRunner) Run(args ...string) error {
 // Jump rules, even one inserted twice, go in the same restore as the chains: no
 // "iptables -D" per rule, each of which loads the whole table.
 func TestCleanupDeletesJumpsInOneRestore(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	if _, err := exec.LookPath("iptables-nft-restore"); err != nil {
-		t.Skip("iptables-nft-restore is not installed")
-	}
-	ns := fmt.Sprintf("kpclean2%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	runs := 0
-	r := countingRunner{nsRunner{ns: ns}, &runs}
+	r := countingRunner{cleanupNetns(t, "kpclean2"), &runs}
 
 	snap, _ := manyServices(20)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
@@ -117,13 +119,5 @@ func TestCleanupDeletesJumpsInOneRestore(t *testing.T) {
 	if runs != 0 {
 		t.Errorf("cleanup ran iptables %d times; want every deletion in the restores", runs)
 	}
-	for _, table := range []string{"nat", "filter", "mangle"} {
-		save, err := r.Save(table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(save), "KUBE-") {
-			t.Errorf("after cleanup %s still has:\n%s", table, save)
-		}
-	}
+	assertNoKubeRules(t, r.nsRunner)
 }

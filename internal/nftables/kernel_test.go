@@ -104,19 +104,20 @@ func dialResult(addr string) string {
 	return "connected"
 }
 
-func TestKernelSmoke(t *testing.T) {
-	enterTestNetns(t)
-	// Two endpoint addresses on loopback, and a route for the ServiceCIDR, so that
-	// connections from this namespace to ClusterIPs go through the rules (output DNAT
-	// reroutes them to the local endpoint).
+// loopbackEndpoints puts the endpoint addresses 10.180.0.1 and 10.180.0.2 on loopback,
+// with a route for the ServiceCIDR, so that connections from this namespace to
+// ClusterIPs go through the rules (output DNAT reroutes them to the local endpoint),
+// and accepts TCP connections on listen until the test ends.
+func loopbackEndpoints(t *testing.T, listen string) {
+	t.Helper()
 	run(t, "ip", "addr", "add", "10.180.0.1/32", "dev", "lo")
 	run(t, "ip", "addr", "add", "10.180.0.2/32", "dev", "lo")
 	run(t, "ip", "route", "add", "172.30.0.0/16", "dev", "lo")
-	ln, err := net.Listen("tcp4", "0.0.0.0:80")
+	ln, err := net.Listen("tcp4", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -126,6 +127,11 @@ func TestKernelSmoke(t *testing.T) {
 			c.Close()
 		}
 	}()
+}
+
+func TestKernelSmoke(t *testing.T) {
+	enterTestNetns(t)
+	loopbackEndpoints(t, "0.0.0.0:80")
 
 	nft, err := New(model.IPv4)
 	if err != nil {
@@ -250,24 +256,7 @@ func TestKernelSmoke(t *testing.T) {
 // full sync writes.
 func TestElementUpdatesOverNetlink(t *testing.T) {
 	enterTestNetns(t)
-	run(t, "ip", "addr", "add", "10.180.0.1/32", "dev", "lo")
-	run(t, "ip", "addr", "add", "10.180.0.2/32", "dev", "lo")
-	run(t, "ip", "route", "add", "172.30.0.0/16", "dev", "lo")
-	// Only 10.180.0.2 answers on port 80.
-	ln, err := net.Listen("tcp4", "10.180.0.2:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	loopbackEndpoints(t, "10.180.0.2:80") // only 10.180.0.2 answers on port 80
 	nft, err := New(model.IPv4)
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
