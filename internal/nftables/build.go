@@ -39,11 +39,10 @@ type buildInput struct {
 }
 
 // build fills tx with the sync's operations and returns the state the kernel holds once
-// tx has run. When tx holds nothing but element adds and deletes, it also returns them
-// as ops, in tx's order, so they can be written without nft; with in.elementsApart, a
-// full sync's elements are returned as ops instead of being put in tx. It is pure
-// apart from reusing in.prev, which it updates in place: when tx fails, the caller
-// must drop both.
+// tx has run, and the element adds and deletes of tx as ops, in tx's order: when they
+// are all tx holds, they can be written without nft. With in.elementsApart, a full
+// sync's elements are only in ops, not in tx. It is pure apart from reusing in.prev,
+// which it updates in place: when tx fails, the caller must drop both.
 func build(tx *knftables.Transaction, in buildInput) (next *state, ops []elementOp) {
 	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
 	if in.full || in.prev == nil {
@@ -53,13 +52,6 @@ func build(tx *knftables.Transaction, in buildInput) (next *state, ops []element
 		b.partial(in)
 	}
 	b.emit()
-	if b.elementsApart {
-		return b.st, b.ops
-	}
-	if b.fullElements || len(b.rewrite)+len(b.staleFlush)+len(b.setDeletes)+len(b.setAdds)+
-		len(b.mapDeletes)+len(b.mapAdds)+len(b.chainDeletes) > 0 {
-		return b.st, nil
-	}
 	return b.st, b.ops
 }
 
@@ -394,13 +386,17 @@ func (b *txBuilder) emit() {
 			ids = append(ids, id)
 		}
 		sortIDs(ids)
+		deletedMaps := make(map[string]bool, len(b.mapDeletes))
+		for _, m := range b.mapDeletes {
+			deletedMaps[m] = true
+		}
 		for _, id := range ids {
 			want, wanted := b.st.winner(id)
 			have, held := b.st.kernel[id]
 			switch {
 			case held && wanted && have.sameContent(&want):
 				continue
-			case held && containsString(b.mapDeletes, id.container):
+			case held && deletedMaps[id.container]:
 				// Its endpoint map is deleted below, elements and all.
 				delete(b.st.kernel, id)
 			case held:

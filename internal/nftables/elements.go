@@ -196,7 +196,7 @@ func encodeParts(f model.Family, fields []field, parts []string) ([]byte, error)
 	return out, nil
 }
 
-var protoNumbers = map[string]byte{"tcp": 6, "udp": 17, "sctp": 132}
+var protoNumbers = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
 
 // parseInterval reads "lo-hi" or "n".
 func parseInterval(s string) (lo, hi uint32, err error) {
@@ -310,11 +310,7 @@ func writeElementsNetlink(f model.Family, ops []elementOp) error {
 	if err != nil {
 		return err
 	}
-	fam := gnft.TableFamilyIPv4
-	if f == model.IPv6 {
-		fam = gnft.TableFamilyIPv6
-	}
-	table := &gnft.Table{Name: TableName, Family: fam}
+	table := &gnft.Table{Name: TableName, Family: gnftFamily(f)}
 	for _, g := range groups {
 		set := &gnft.Set{Table: table, Name: g.container}
 		for _, els := range messages(g.elements) {

@@ -9,6 +9,14 @@ import (
 	"github.com/kproxy/kproxy/internal/model"
 )
 
+// gnftFamily is the netlink table family of an IP family.
+func gnftFamily(f model.Family) gnft.TableFamily {
+	if f == model.IPv6 {
+		return gnft.TableFamilyIPv6
+	}
+	return gnft.TableFamilyIPv4
+}
+
 // countRulesNetlink counts the rules of one chain of the family's table with a
 // kernel-filtered netlink dump. The nft CLI (1.0.x) loads the whole table to list one
 // chain, which takes seconds at ten thousand Services; this costs microseconds, so it
@@ -18,11 +26,7 @@ func countRulesNetlink(f model.Family, chain string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	fam := gnft.TableFamilyIPv4
-	if f == model.IPv6 {
-		fam = gnft.TableFamilyIPv6
-	}
-	rules, err := conn.GetRules(&gnft.Table{Name: TableName, Family: fam}, &gnft.Chain{Name: chain})
+	rules, err := conn.GetRules(&gnft.Table{Name: TableName, Family: gnftFamily(f)}, &gnft.Chain{Name: chain})
 	if errors.Is(err, syscall.ENOENT) {
 		return 0, nil
 	}

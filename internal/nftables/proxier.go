@@ -151,7 +151,8 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 	case tx.NumOperations() == 0:
 		via = "none"
-	case ops != nil && p.writeElements != nil:
+	case p.writeElements != nil && tx.NumOperations() == len(ops):
+		// Nothing but element adds and deletes.
 		via = "netlink"
 		err = p.writeElements(ops)
 	default:
