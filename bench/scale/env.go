@@ -2,6 +2,7 @@ package scale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,8 +72,11 @@ func setup(cfg Config) (e *env, err error) {
 	if e.echoBin, err = cluster.GoBuild(e.repo, "./test/echoserver", binDir); err != nil {
 		return nil, err
 	}
-	cfg.logf("bench: tools (etcd, kube-apiserver, upstream kube-proxy) from hack/build-tools.sh")
 	tools, err := apiserver.FindBinaries()
+	if errors.Is(err, apiserver.ErrNoToolsDir) {
+		cfg.logf("bench: tools (etcd, kube-apiserver, upstream kube-proxy) from hack/build-tools.sh")
+		tools, err = apiserver.BuildBinaries(cfg.logf)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -20,9 +20,7 @@ func TestSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the scale benchmark needs root (network namespaces, iptables, nftables)")
 	}
-	if _, err := apiserver.FindBinaries(); err != nil {
-		t.Skipf("kube-apiserver, etcd and upstream kube-proxy are not available: %v", err)
-	}
+	apiserver.RequireBinaries(t)
 	cfg := SmokeConfig()
 	cfg.Log = t
 	rep, err := Run(cfg)

@@ -4,49 +4,106 @@
 // kubeconfig and a clientset, and can stop and restart the kube-apiserver (same
 // ports, same etcd) to test clients through an API outage.
 //
-// The binaries come from the tools module (hack/build-tools.sh), which builds them
-// from the Go module proxy once and caches them.
+// The binaries come from the tools module: hack/build-tools.sh builds them from the
+// Go module proxy once, caches them, and prints their directory, which the caller
+// passes in $KPROXY_TOOLS_DIR. Looking them up never builds anything: a cold build
+// takes about ten minutes, longer than go test's default timeout, so it belongs to
+// the script that runs the tests (hack/test.sh), not to a test.
 package apiserver
 
 import (
-	"bytes"
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 )
 
-// BinariesEnv names a directory that already holds kube-apiserver and etcd; when set,
-// FindBinaries uses it and builds nothing.
+// BinariesEnv names the directory that holds kube-apiserver, etcd and upstream
+// kube-proxy, as printed by hack/build-tools.sh.
 const BinariesEnv = "KPROXY_TOOLS_DIR"
 
-// FindBinaries returns the directory holding the kube-apiserver and etcd binaries:
-// $KPROXY_TOOLS_DIR if set, else what hack/build-tools.sh (found above the working
-// directory) prints, which builds them on the first call (about 10 minutes) and
-// returns at once afterwards. The error says exactly why there are none, so tests can
-// skip with it.
+// ErrNoToolsDir is returned by FindBinaries when $KPROXY_TOOLS_DIR is not set: nobody
+// built the tools for this run.
+var ErrNoToolsDir = errors.New(BinariesEnv + " is not set (hack/test.sh sets it to what hack/build-tools.sh prints)")
+
+// FindBinaries returns $KPROXY_TOOLS_DIR after checking that it holds executable
+// kube-apiserver and etcd binaries. It builds nothing; it returns ErrNoToolsDir when
+// the variable is unset, and an error naming the missing file when it is wrong.
 func FindBinaries() (string, error) {
-	if dir := os.Getenv(BinariesEnv); dir != "" {
-		return dir, checkBinaries(dir)
+	dir := os.Getenv(BinariesEnv)
+	if dir == "" {
+		return "", ErrNoToolsDir
 	}
+	return dir, checkBinaries(dir)
+}
+
+// RequireBinaries returns the tools directory for a test that needs a real API
+// server. When $KPROXY_TOOLS_DIR is unset the test skips, naming the stage of
+// hack/test.sh that runs it: the unit-test stage builds nothing. When it is set
+// but does not hold the binaries, the test fails: somebody meant it to run.
+func RequireBinaries(t testing.TB) string {
+	t.Helper()
+	dir, err := FindBinaries()
+	if errors.Is(err, ErrNoToolsDir) {
+		t.Skipf("needs kube-apiserver and etcd: %v; hack/test.sh runs this test in its tools stage, after building them", err)
+	}
+	if err != nil {
+		t.Fatalf("tools directory from $%s: %v", BinariesEnv, err)
+	}
+	return dir
+}
+
+// BuildBinaries runs hack/build-tools.sh (found above the working directory), which
+// builds the tools on a cold cache (about ten minutes) and returns at once on a warm
+// one, and returns the directory it prints. The script's progress lines go to logf
+// as they come, so a long build shows what it is doing; a failed build's error
+// carries the script's last lines.
+func BuildBinaries(logf func(format string, args ...any)) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
 	}
 	script := filepath.Join(root, "hack", "build-tools.sh")
-	var stdout, stderr bytes.Buffer
 	cmd := exec.Command("bash", script)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s failed: %w\n%s", script, err, lastLines(stderr.String(), 30))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", err
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start %s: %w", script, err)
+	}
+	tail := streamLines(stderr, logf, 30)
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%s failed: %w\n%s", script, err, strings.Join(*tail, "\n"))
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	dir := strings.TrimSpace(lines[len(lines)-1])
 	if dir == "" {
-		return "", fmt.Errorf("%s printed no directory; stderr:\n%s", script, lastLines(stderr.String(), 30))
+		return "", fmt.Errorf("%s printed no directory", script)
 	}
 	return dir, checkBinaries(dir)
+}
+
+// streamLines passes each line of r to logf and keeps the last n for an error
+// message. It returns once r is at EOF, which exec.Cmd.Wait waits for.
+func streamLines(r io.Reader, logf func(string, ...any), n int) *[]string {
+	var tail []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		logf("build-tools: %s", sc.Text())
+		tail = append(tail, sc.Text())
+		if len(tail) > n {
+			tail = tail[1:]
+		}
+	}
+	return &tail
 }
 
 func checkBinaries(dir string) error {

@@ -12,10 +12,7 @@ import (
 // TestStartStopRestart starts a real server, writes an object, restarts the
 // kube-apiserver and reads the object back: etcd kept it and the port is the same.
 func TestStartStopRestart(t *testing.T) {
-	bin, err := FindBinaries()
-	if err != nil {
-		t.Skipf("no kube-apiserver/etcd binaries: %v", err)
-	}
+	bin := RequireBinaries(t)
 	s, err := Start(Options{BinDir: bin, Log: t})
 	if err != nil {
 		t.Fatal(err)
