@@ -99,21 +99,26 @@ func run(cfg *config.Config) error {
 	}
 }
 
-// healthCheckAddrs are the addresses health check node ports listen on: those that
-// accept NodePorts (every address when nodePortAddresses selects all).
-func healthCheckAddrs(sel *nodeaddr.Selector) []netip.Addr {
+// healthCheckAddrs resolves, for the node as it is at each sync, the addresses health
+// check node ports listen on: those that accept NodePorts (every address when
+// nodePortAddresses selects all). With "primary" that is the Node object's first
+// address of each family, so a node with several interfaces answers its load
+// balancer's probes on the address the load balancer knows it by.
+func healthCheckAddrs(sel *nodeaddr.Selector) func(*model.Node) (bool, []netip.Addr) {
 	if sel.MatchesAll() {
-		return nil
+		return healthcheck.EveryAddress
 	}
-	local, err := nodeaddr.LocalAddrs()
-	if err != nil {
-		klog.ErrorS(err, "Cannot list local addresses for health check node ports")
+	return func(node *model.Node) (bool, []netip.Addr) {
+		local, err := nodeaddr.LocalAddrs()
+		if err != nil {
+			klog.ErrorS(err, "Cannot list local addresses for health check node ports")
+		}
+		var out []netip.Addr
+		for _, f := range []model.Family{model.IPv4, model.IPv6} {
+			out = append(out, sel.Resolve(f, node, local)...)
+		}
+		return false, out
 	}
-	var out []netip.Addr
-	for _, f := range []model.Family{model.IPv4, model.IPv6} {
-		out = append(out, sel.Resolve(f, nil, local)...)
-	}
-	return out
 }
 
 // syncFailureMetric counts failed syncs in the mode's own metric; iptables mode counts

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,11 +23,14 @@ import (
 // externalTrafficPolicy Local). Load balancers probe it to learn whether this node has
 // a ready local endpoint: 200 when it has and kproxy is healthy, 503 otherwise.
 type ServiceHealth struct {
-	// addrs are the addresses to listen on ("" means every address).
-	addrs        []string
+	// listenAddrs resolves the addresses the servers listen on for the node as it is
+	// now: all=true means every address (nodePortAddresses selects all), else addrs.
+	listenAddrs  func(*model.Node) (all bool, addrs []netip.Addr)
 	proxyHealthy func() bool
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// addrs are the addresses the running servers listen on ("" is every address).
+	addrs    []string
 	services map[types.NamespacedName]*serviceServer
 }
 
@@ -39,21 +43,20 @@ type serviceServer struct {
 	local int
 }
 
-// NewServiceHealth returns the server set; addrs empty means all addresses.
-func NewServiceHealth(addrs []netip.Addr, proxyHealthy func() bool) *ServiceHealth {
-	h := &ServiceHealth{proxyHealthy: proxyHealthy, services: map[types.NamespacedName]*serviceServer{}}
-	for _, a := range addrs {
-		h.addrs = append(h.addrs, a.String())
-	}
-	if len(h.addrs) == 0 {
-		h.addrs = []string{""}
-	}
-	return h
+// NewServiceHealth returns the server set. listenAddrs is asked at every Sync, with
+// the Node of the snapshot, where the health check node ports must listen: the node's
+// addresses follow its Node object and its interfaces, and the servers move with them.
+func NewServiceHealth(listenAddrs func(*model.Node) (all bool, addrs []netip.Addr), proxyHealthy func() bool) *ServiceHealth {
+	return &ServiceHealth{listenAddrs: listenAddrs, proxyHealthy: proxyHealthy, services: map[types.NamespacedName]*serviceServer{}}
 }
 
+// EveryAddress is the listenAddrs of a node whose health check node ports listen on
+// every address.
+func EveryAddress(*model.Node) (bool, []netip.Addr) { return true, nil }
+
 // Sync makes the servers match the snapshot: one per Service that needs a health
-// check, reporting its count of ready local endpoints. It follows endpoint changes at
-// once because it runs after every sync.
+// check, on the node's current addresses, reporting its count of ready local
+// endpoints. It follows endpoint changes at once because it runs after every sync.
 func (h *ServiceHealth) Sync(snap *model.Snapshot) {
 	want := map[types.NamespacedName]int32{}
 	local := map[types.NamespacedName]int{}
@@ -72,13 +75,24 @@ func (h *ServiceHealth) Sync(snap *model.Snapshot) {
 		}
 		local[nn] = len(seen)
 	}
+	var addrs []string
+	if len(want) > 0 { // no Service needs one: no need to look at the node
+		addrs = h.resolve(snap.Node)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	moved := len(want) > 0 && !slices.Equal(addrs, h.addrs)
+	if moved && len(h.services) > 0 {
+		klog.InfoS("Health check node ports move to the node's current addresses", "from", h.addrs, "to", addrs)
+	}
 	for nn, s := range h.services {
-		if port, ok := want[nn]; !ok || port != s.port {
+		if port, ok := want[nn]; !ok || port != s.port || moved {
 			s.stop()
 			delete(h.services, nn)
 		}
+	}
+	if moved {
+		h.addrs = addrs
 	}
 	for nn, port := range want {
 		s, ok := h.services[nn]
@@ -94,6 +108,21 @@ func (h *ServiceHealth) Sync(snap *model.Snapshot) {
 		s.local = local[nn]
 		s.mu.Unlock()
 	}
+}
+
+// resolve turns the node's listen addresses into listener hosts, sorted so that an
+// unchanged set compares equal: [""] for every address.
+func (h *ServiceHealth) resolve(node *model.Node) []string {
+	all, addrs := h.listenAddrs(node)
+	if all {
+		return []string{""}
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Stop closes every server.

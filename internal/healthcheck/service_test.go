@@ -33,7 +33,7 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 			{IP: netip.MustParseAddr("10.0.0.1"), Port: 80, IsLocal: false, Ready: true},
 		}},
 	}
-	h := NewServiceHealth([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil)
+	h := NewServiceHealth(func(*model.Node) (bool, []netip.Addr) { return false, []netip.Addr{netip.MustParseAddr("127.0.0.1")} }, nil)
 	defer h.Stop()
 	h.Sync(snap)
 	get := func() (int, serviceBody, string) {
@@ -63,5 +63,44 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 	h.Sync(&model.Snapshot{})
 	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
 		t.Errorf("health check port still open after the Service was removed")
+	}
+}
+
+// TestServiceHealthFollowsNodeAddresses: the servers listen on what listenAddrs says
+// for the snapshot's Node, and move when the Node's addresses change.
+func TestServiceHealthFollowsNodeAddresses(t *testing.T) {
+	port := freePort(t)
+	nn := types.NamespacedName{Namespace: "ns", Name: "lb"}
+	sp := &model.ServicePort{Name: model.ServicePortName{NamespacedName: nn, Protocol: v1.ProtocolTCP}, HealthCheckNodePort: port}
+	snap := func(nodeIP string) *model.Snapshot {
+		return &model.Snapshot{
+			Node:           &model.Node{Name: "n", Addresses: []netip.Addr{netip.MustParseAddr(nodeIP)}},
+			PortsByService: map[types.NamespacedName][]*model.ServicePort{nn: {sp}},
+			Endpoints: map[model.ServicePortName][]*model.Endpoint{sp.Name: {
+				{IP: netip.MustParseAddr("10.0.0.1"), Port: 80, IsLocal: true, Ready: true},
+			}},
+		}
+	}
+	h := NewServiceHealth(func(n *model.Node) (bool, []netip.Addr) { return false, n.Addresses }, nil)
+	defer h.Stop()
+	answers := func(ip string) bool {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%d/", ip, port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	for _, step := range []struct{ node, other string }{
+		{"127.0.0.2", "127.0.0.1"},
+		{"127.0.0.1", "127.0.0.2"},
+	} {
+		h.Sync(snap(step.node))
+		if !answers(step.node) {
+			t.Errorf("Node address %s: the health check node port does not answer there", step.node)
+		}
+		if answers(step.other) {
+			t.Errorf("Node address %s: the health check node port still answers on %s", step.node, step.other)
+		}
 	}
 }

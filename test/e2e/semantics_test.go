@@ -76,6 +76,7 @@ func runSemantics(t *testing.T, mode string) {
 			{"AffinityTimeout", testAffinityTimeout},
 			{"LocalhostNodePorts", testLocalhostNodePorts},
 			{"DetectLocalClusterCIDR", testDetectClusterCIDR},
+			{"NodeAddressChange", testNodeAddressChange},
 		}},
 		{flags: []string{"--masquerade-all", "--nodeport-addresses", cluster.Node1IP + "/32," + cluster.Node1IP6 + "/128"}, cases: []semCase{
 			{"MasqueradeAll", testMasqueradeAll},
@@ -159,6 +160,8 @@ func setupSemCluster(t *testing.T, c *cluster.Cluster) {
 	steps := [][]string{
 		{"ext", "ip", "addr", "add", ext2IP + "/24", "dev", "eth0"},
 		{"node1", "ip", "addr", "add", node1AltIP + "/24", "dev", "eth0"},
+		{"node1", "ip", "addr", "add", node1LoopbackIP + "/32", "dev", "lo"},
+		{"ext", "ip", "route", "add", node1LoopbackIP + "/32", "via", cluster.Node1IP},
 		{"node2", "ip", "route", "add", cluster.ServiceCIDR, "via", cluster.Node1IP},
 		{"node2", "ip", "route", "add", cluster.ExtIPRange, "via", cluster.Node1IP},
 		{"node2", "ip", "-6", "route", "add", cluster.ServiceCIDR6, "via", cluster.Node1IP6},
@@ -177,14 +180,7 @@ func setupSemCluster(t *testing.T, c *cluster.Cluster) {
 			t.Fatal(err)
 		}
 	}
-	nodes := cluster.Documents(
-		semNode("node1", cluster.Node1IP, cluster.Node1IP6, "10.244.1.0/24", cluster.PodCIDR6("node1")),
-		semNode("node2", cluster.Node2IP, cluster.Node2IP6, "10.244.2.0/24", cluster.PodCIDR6("node2")),
-		semNode("node3", "192.168.50.3", "fd00:50::3", "10.244.3.0/24", "fd00:10:244:3::/64"),
-	)
-	if err := c.WriteManifest("nodes", nodes); err != nil {
-		t.Fatal(err)
-	}
+	writeNodes(t, c, cluster.Node1IP)
 	canary := svc("canary", "ClusterIP", "10.96.1.254", svcPorts(0, 0))
 	e := &env{c: c}
 	e.putV4(t, canary, readyEps("pod-b1"))
