@@ -1,7 +1,8 @@
 # The kproxy image for deploy/daemonset.yaml:
 #   docker build -t ghcr.io/kproxy/kproxy:dev .
-# It has never been built in this repository's CI (no container runtime there); the
-# binary it packages is the one the tests build and run.
+# The kubelet cluster of hack/cluster.sh builds the same image without a Docker engine
+# (test/kubecluster/images.go): the same Debian release and the same package list,
+# hack/image-packages.txt; a unit test keeps the two from drifting apart.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -12,10 +13,9 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/kproxy ./cmd/kproxy
 
 FROM debian:bookworm-slim
-# iptables (with its nft and legacy backends), nftables and conntrack: the tools
-# kproxy runs; kmod lets iptables load modules from the host's /lib/modules.
+COPY hack/image-packages.txt /tmp/image-packages.txt
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables conntrack kmod ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && grep -v '^#' /tmp/image-packages.txt | xargs apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/image-packages.txt
 COPY --from=build /out/kproxy /usr/local/bin/kproxy
 ENTRYPOINT ["/usr/local/bin/kproxy"]

@@ -1,54 +1,90 @@
 #!/usr/bin/env bash
-# Builds the test-only binaries (kube-apiserver v1.37, etcd v3.6, and upstream kube-proxy
-# v1.37 for the side-by-side benchmark) from the Go module proxy, through the separate
-# module in tools/, and caches them outside the repo under $KPROXY_TOOLS_CACHE (default
-# /var/cache/kproxy-tools), keyed on tools/go.mod and go.sum. A cold build takes about
-# ten minutes on two cores, a cached one nothing. Prints the directory on stdout; says
-# what it is doing, a line per step with the time it took, on stderr.
+# Builds binaries of Kubernetes v1.37 and etcd v3.6 from the Go module proxy, through
+# the separate module in tools/, and caches them outside the repo under
+# $KPROXY_TOOLS_CACHE (default /var/cache/kproxy-tools), keyed on tools/go.mod and
+# go.sum. Prints the directory on stdout; says what it is doing, a line per binary with
+# the time it took, on stderr.
+#
+#   hack/build-tools.sh             the test binaries: etcd, kube-apiserver, kube-proxy
+#                                   (upstream's, for the side-by-side benchmark and the
+#                                   conformance comparison); about ten minutes cold
+#   hack/build-tools.sh cluster     those, and what the kubelet cluster of
+#                                   hack/cluster.sh needs: kubelet, kube-controller-manager,
+#                                   kube-scheduler, kubectl, agnhost, the e2e suite
+#                                   (e2e.test) and ginkgo, which runs it in parallel
+#   hack/build-tools.sh NAME...     just those binaries
+#
+# Each binary is built on its own and moved into place whole, so an interrupted build
+# costs only the binary it was building.
 set -euo pipefail
 cd "$(dirname "$0")/../tools"
 key=$(cat go.mod go.sum | sha256sum | cut -c1-16)
 dir="${KPROXY_TOOLS_CACHE:-/var/cache/kproxy-tools}/$key"
-bins=(etcd kube-apiserver kube-proxy)
-built() {
+
+test_set=(etcd kube-apiserver kube-proxy)
+cluster_set=("${test_set[@]}" kubelet kube-controller-manager kube-scheduler kubectl agnhost e2e.test ginkgo)
+case "${1:-}" in
+"") bins=("${test_set[@]}") ;;
+cluster) bins=("${cluster_set[@]}") ;;
+*) bins=("$@") ;;
+esac
+
+missing() {
   local b
-  for b in "${bins[@]}"; do [[ -x "$dir/$b" ]] || return 1; done
+  for b in "${bins[@]}"; do [[ -x "$dir/$b" ]] || echo "$b"; done
 }
-if built; then
+if [[ -z "$(missing)" ]]; then
   echo "$dir"
   exit 0
 fi
 # Serialise concurrent callers: the second one waits and then finds the binaries built.
-mkdir -p "$(dirname "$dir")"
-exec 9>"$(dirname "$dir")/.build.lock"
+mkdir -p "$dir"
+exec 9>"$dir/.build.lock"
 if ! flock -n 9; then
-  echo "build-tools: another build into $(dirname "$dir") is running; waiting for it" >&2
+  echo "build-tools: another build into $dir is running; waiting for it" >&2
   flock 9
 fi
-if built; then
-  echo "$dir"
-  exit 0
-fi
 
-# step NAME CMD...: runs one step of the build, saying when it starts and how long it
-# took, so that a cold build (minutes of silence from go build) does not look hung.
-step() {
-  local name=$1 start=$SECONDS
-  shift
+# The Kubernetes binaries report the release they were built from (built from the
+# module proxy they would say v0.0.0-master): kubelet's node registration and the e2e
+# suite's version checks read it.
+version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+minor=${version#v1.}
+minor=${minor%%.*}
+vpkg=k8s.io/component-base/version
+ldflags="-s -w -X $vpkg.gitVersion=$version -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+
+# build NAME: builds one binary into $dir, saying when it starts and how long it took,
+# so that a cold build (minutes of silence from go) does not look hung.
+build() {
+  local name=$1 start=$SECONDS out="$dir/.$1.tmp"
   echo "build-tools: $name ..." >&2
-  "$@" >&2
+  case "$name" in
+  etcd) go build -trimpath -o "$out" go.etcd.io/etcd/server/v3 >&2 ;;
+  e2e.test) go test -c -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/e2e >&2 ;;
+  ginkgo) go build -trimpath -o "$out" github.com/onsi/ginkgo/v2/ginkgo >&2 ;;
+  agnhost) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/images/agnhost >&2 ;;
+  kubelet) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/cmd/kubelet >&2 ;;
+  kube-apiserver | kube-proxy | kube-controller-manager | kube-scheduler | kubectl)
+    go build -trimpath -ldflags "$ldflags" -o "$out" "k8s.io/kubernetes/cmd/$name" >&2 ;;
+  *)
+    echo "build-tools: no such binary: $name" >&2
+    return 2
+    ;;
+  esac
+  mv "$out" "$dir/$name"
   echo "build-tools: $name done in $((SECONDS - start)) s" >&2
 }
 
+todo=$(missing | tr '\n' ' ')
 total=$SECONDS
-rm -rf "$dir.tmp"
-mkdir -p "$dir.tmp"
-echo "build-tools: building ${bins[*]} into $dir (cold: about ten minutes on two cores)" >&2
-step "downloading modules" go mod download
-step "etcd" go build -trimpath -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3
-step "kube-apiserver" go build -trimpath -o "$dir.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-step "kube-proxy" go build -trimpath -o "$dir.tmp/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy
-rm -rf "$dir"
-mv "$dir.tmp" "$dir"
+echo "build-tools: building ${todo}into $dir (cold: about two minutes a binary on two cores)" >&2
+start=$SECONDS
+echo "build-tools: downloading modules ..." >&2
+go mod download >&2
+echo "build-tools: downloading modules done in $((SECONDS - start)) s" >&2
+for b in $todo; do
+  build "$b"
+done
 echo "build-tools: all built in $((SECONDS - total)) s" >&2
 echo "$dir"

@@ -122,8 +122,8 @@ func checkDeployConfig(t *testing.T, confText string) {
 	if err != nil {
 		t.Fatalf("kproxy rejects the deploy/ ConfigMap's config.conf: %v", err)
 	}
-	if cfg.Kubeconfig != "" || cfg.Mode != "iptables" {
-		t.Errorf("deploy/ config: kubeconfig %q mode %q; want in-cluster (empty) and iptables", cfg.Kubeconfig, cfg.Mode)
+	if cfg.Kubeconfig != "/var/lib/kproxy/kubeconfig.conf" || cfg.Mode != "iptables" {
+		t.Errorf("deploy/ config: kubeconfig %q mode %q; want /var/lib/kproxy/kubeconfig.conf (the ConfigMap's, where the DaemonSet mounts it) and iptables", cfg.Kubeconfig, cfg.Mode)
 	}
 	for _, w := range cfg.Warnings {
 		t.Logf("deploy/ config warning: %s", w)
