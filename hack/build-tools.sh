@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds binaries of Kubernetes v1.37 and etcd v3.6 from the Go module proxy, through
 # the separate module in tools/, and caches them outside the repo under
-# $KPROXY_TOOLS_CACHE (default /var/cache/kproxy-tools), keyed on tools/go.mod and
-# go.sum. Prints the directory on stdout; says what it is doing, a line per binary with
-# the time it took, on stderr.
+# $KPROXY_TOOLS_CACHE (default /var/cache/kproxy-tools), keyed on the go.mod and
+# go.sum files of tools/ and tools/coredns/. Prints the directory on stdout; says what
+# it is doing, a line per binary with the time it took, on stderr.
 #
 #   hack/build-tools.sh             the test binaries: etcd, kube-apiserver, kube-proxy
 #                                   (upstream's, for the side-by-side benchmark and the
 #                                   conformance comparison); about ten minutes cold
 #   hack/build-tools.sh cluster     those, and what the kubelet cluster of
 #                                   hack/cluster.sh needs: kubelet, kube-controller-manager,
-#                                   kube-scheduler, kubectl, agnhost, the e2e suite
+#                                   kube-scheduler, kubectl, agnhost, CoreDNS (the
+#                                   cluster DNS, from its own module), the e2e suite
 #                                   (e2e.test) and ginkgo, which runs it in parallel
 #   hack/build-tools.sh NAME...     just those binaries
 #
@@ -18,11 +19,11 @@
 # costs only the binary it was building.
 set -euo pipefail
 cd "$(dirname "$0")/../tools"
-key=$(cat go.mod go.sum | sha256sum | cut -c1-16)
+key=$(cat go.mod go.sum coredns/go.mod coredns/go.sum | sha256sum | cut -c1-16)
 dir="${KPROXY_TOOLS_CACHE:-/var/cache/kproxy-tools}/$key"
 
 test_set=(etcd kube-apiserver kube-proxy)
-cluster_set=("${test_set[@]}" kubelet kube-controller-manager kube-scheduler kubectl agnhost e2e.test ginkgo)
+cluster_set=("${test_set[@]}" kubelet kube-controller-manager kube-scheduler kubectl agnhost coredns e2e.test ginkgo)
 case "${1:-}" in
 "") bins=("${test_set[@]}") ;;
 cluster) bins=("${cluster_set[@]}") ;;
@@ -62,6 +63,7 @@ build() {
   case "$name" in
   etcd) go build -trimpath -o "$out" go.etcd.io/etcd/server/v3 >&2 ;;
   e2e.test) go test -c -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/e2e >&2 ;;
+  coredns) (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out" github.com/coredns/coredns) >&2 ;;
   ginkgo) go build -trimpath -o "$out" github.com/onsi/ginkgo/v2/ginkgo >&2 ;;
   agnhost) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/images/agnhost >&2 ;;
   kubelet) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/cmd/kubelet >&2 ;;
@@ -82,6 +84,7 @@ echo "build-tools: building ${todo}into $dir (cold: about two minutes a binary o
 start=$SECONDS
 echo "build-tools: downloading modules ..." >&2
 go mod download >&2
+(cd coredns && go mod download) >&2
 echo "build-tools: downloading modules done in $((SECONDS - start)) s" >&2
 for b in $todo; do
   build "$b"

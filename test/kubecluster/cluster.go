@@ -15,7 +15,7 @@
 // seen by containerd and runc) and enter their network namespace with nsenter. Each
 // node has its own containerd (root, state, socket), CNI configuration and IPAM
 // directory, kubelet root and cgroup root. The images (pause, agnhost, kproxy,
-// upstream kube-proxy) are built here with go-containerregistry and imported into
+// upstream kube-proxy, CoreDNS for the cluster DNS) are built here with go-containerregistry and imported into
 // each containerd: no registry is reachable.
 //
 // Up returns once the nodes are Ready and the proxy DaemonSet runs on both; Down
@@ -117,7 +117,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if c.cfg.Proxy != "kproxy" && c.cfg.Proxy != "upstream" {
 		return fmt.Errorf("proxy %q: want kproxy or upstream", c.cfg.Proxy)
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "agnhost"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "agnhost", "coredns"} {
 		if _, err := os.Stat(c.tool(b)); err != nil {
 			return fmt.Errorf("tools: %w (hack/build-tools.sh cluster builds it)", err)
 		}
@@ -149,6 +149,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 		return err
 	}
 	if err := c.deployProxy(ctx); err != nil {
+		return err
+	}
+	if err := c.deployDNS(ctx); err != nil {
 		return err
 	}
 	c.logf("cluster up in %v: %s proxy in %s mode on %d nodes; kubeconfig %s",

@@ -35,6 +35,12 @@ const (
 	AgnhostImage  = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	KproxyImage   = "kproxy.local/kproxy:dev"
 	UpstreamImage = "kproxy.local/kube-proxy:v1.37.2"
+	CoreDNSImage  = "kproxy.local/coredns:dev"
+	// Two more images the selected tests run: a privileged host-network pod with
+	// iptables and conntrack (the kproxy image's root filesystem), and BusyBox, whose
+	// tests want sh, sleep and nc (agnhost's root filesystem has Debian's).
+	DistrolessIptablesImage = "registry.k8s.io/build-image/distroless-iptables:v0.9.9"
+	BusyBoxImage            = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 )
 
 // agnhostPackages are what agnhost's own image adds to its base (curl, nc, dig,
@@ -75,7 +81,7 @@ func ProxyPackages(repo string) ([]string, error) {
 	return pkgs, sc.Err()
 }
 
-// imageSpecs are the four images: pause, agnhost, kproxy (the Dockerfile's content:
+// imageSpecs are the images: pause, CoreDNS (static, alone), agnhost, kproxy (the Dockerfile's content:
 // the binary over Debian with the listed packages) and upstream kube-proxy over the
 // same root filesystem.
 func (c *Cluster) imageSpecs() ([]imageSpec, error) {
@@ -85,6 +91,7 @@ func (c *Cluster) imageSpecs() ([]imageSpec, error) {
 	}
 	return []imageSpec{
 		{ref: PauseImage, files: []imageFile{{"/pause", c.bin("pause")}}, entrypoint: []string{"/pause"}},
+		{ref: CoreDNSImage, files: []imageFile{{"/coredns", c.tool("coredns")}}, entrypoint: []string{"/coredns"}},
 		{
 			ref: AgnhostImage, packages: agnhostPackages,
 			files:      []imageFile{{"/agnhost", c.tool("agnhost")}},
@@ -95,6 +102,8 @@ func (c *Cluster) imageSpecs() ([]imageSpec, error) {
 			files:      []imageFile{{"/usr/local/bin/kproxy", c.bin("kproxy")}},
 			entrypoint: []string{"/usr/local/bin/kproxy"},
 		},
+		{ref: DistrolessIptablesImage, packages: proxyPkgs},
+		{ref: BusyBoxImage, packages: agnhostPackages, entrypoint: []string{"/bin/sh"}},
 		{
 			ref: UpstreamImage, packages: proxyPkgs,
 			files:      []imageFile{{"/usr/local/bin/kube-proxy", c.tool("kube-proxy")}},
@@ -139,11 +148,13 @@ func (c *Cluster) buildImage(s imageSpec, path string) error {
 		}
 		layers = append(layers, l)
 	}
-	files, err := filesLayer(s.files)
-	if err != nil {
-		return err
+	if len(s.files) > 0 {
+		files, err := filesLayer(s.files)
+		if err != nil {
+			return err
+		}
+		layers = append(layers, files)
 	}
-	layers = append(layers, files)
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
 		return err
@@ -219,16 +230,16 @@ func (c *Cluster) rootfs(packages []string) (string, error) {
 	}
 	c.logf("root filesystem: Debian %s with %s (mmdebstrap, about a minute) ...", DebianSuite, strings.Join(packages, ","))
 	start := time.Now()
-	tmp := path + ".tmp"
+	tmp := strings.TrimSuffix(path, ".tar") + ".tmp.tar"
 	args := []string{
-		"--quiet", "--variant=minbase", "--include=" + strings.Join(packages, ","),
+		"--quiet", "--format=tar", "--variant=minbase", "--include=" + strings.Join(packages, ","),
 		// Documentation is of no use in an image.
 		"--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
 		"--dpkgopt=path-exclude=/usr/share/locale/*",
 		DebianSuite, tmp, sources,
 	}
 	if out, err := exec.Command("mmdebstrap", args...).CombinedOutput(); err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
 		return "", fmt.Errorf("mmdebstrap: %w\n%s", err, lastLines(string(out), 20))
 	}
 	if err := os.Rename(tmp, path); err != nil {
