@@ -60,6 +60,7 @@ const (
 	lanNS        = nsPrefix + "lan"
 	cpNS         = nsPrefix + "cp"
 	CPIP         = "192.168.90.10"
+	lanGateway   = "192.168.90.1"
 	lanPrefixLen = 24
 	ClusterCIDR  = "10.244.0.0/16"
 	ServiceCIDR  = "10.96.0.0/16"

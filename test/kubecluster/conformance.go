@@ -138,6 +138,7 @@ func ReadJUnit(path string) (*Summary, error) {
 	s := &Summary{}
 	for _, suite := range js.Suites {
 		for _, tc := range suite.Cases {
+			tc.Name = strings.TrimPrefix(tc.Name, "[It] ")
 			if strings.HasPrefix(tc.Name, "[SynchronizedBeforeSuite]") || strings.HasPrefix(tc.Name, "[SynchronizedAfterSuite]") ||
 				strings.HasPrefix(tc.Name, "[ReportAfterSuite]") || strings.HasPrefix(tc.Name, "[ReportBeforeSuite]") {
 				if tc.Failure != nil || tc.Error != nil {

@@ -13,15 +13,15 @@ func TestReadJUnit(t *testing.T) {
 <testsuites tests="5" disabled="0" errors="0" failures="1" time="10">
   <testsuite name="Kubernetes e2e suite" package="/" tests="5" disabled="0" skipped="3" errors="0" failures="1" time="10">
     <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="1"></testcase>
-    <testcase name="[sig-network] Services should serve a basic endpoint from pods [Conformance]" classname="Kubernetes e2e suite" status="passed" time="3"></testcase>
-    <testcase name="[sig-network] Services should be able to up and down services" classname="Kubernetes e2e suite" status="failed" time="5">
+    <testcase name="[It] [sig-network] Services should serve a basic endpoint from pods [Conformance]" classname="Kubernetes e2e suite" status="passed" time="3"></testcase>
+    <testcase name="[It] [sig-network] Services should be able to up and down services" classname="Kubernetes e2e suite" status="failed" time="5">
       <failure message="service not reachable via ClusterIP" type="failed">[FAILED] service not reachable via ClusterIP
 more detail</failure>
     </testcase>
-    <testcase name="[sig-network] Services should work after restarting apiserver [Disruptive]" classname="Kubernetes e2e suite" status="skipped" time="0.1">
+    <testcase name="[It] [sig-network] Services should work after restarting apiserver [Disruptive]" classname="Kubernetes e2e suite" status="skipped" time="0.1">
       <skipped message="skipped - Only supported for providers [gce gke] (not local)"></skipped>
     </testcase>
-    <testcase name="[sig-apps] Deployment should run" classname="Kubernetes e2e suite" status="skipped" time="0">
+    <testcase name="[It] [sig-apps] Deployment should run" classname="Kubernetes e2e suite" status="skipped" time="0">
       <skipped message="skipped"></skipped>
     </testcase>
   </testsuite>

@@ -43,9 +43,10 @@ const (
 	BusyBoxImage            = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 )
 
-// agnhostPackages are what agnhost's own image adds to its base (curl, nc, dig,
-// ip, socat, a shell): the e2e suite runs them in its pods with kubectl exec.
-var agnhostPackages = []string{"bash", "curl", "netcat-openbsd", "iproute2", "dnsutils", "socat", "util-linux", "iputils-ping", "ca-certificates"}
+// agnhostPackages are what agnhost's own image has from its Alpine base and adds to
+// it (a shell, wget, curl, nc, dig and nslookup, ip, socat, conntrack): the e2e suite
+// runs them in its pods with kubectl exec.
+var agnhostPackages = []string{"bash", "curl", "wget", "netcat-openbsd", "iproute2", "dnsutils", "socat", "conntrack", "procps", "util-linux", "iputils-ping", "ca-certificates"}
 
 // imageSpec is one image: a Debian root filesystem with packages (none: no root
 // filesystem at all) and files laid over it.

@@ -35,7 +35,13 @@ func (c *Cluster) buildNetwork() error {
 			return err
 		}
 	}
-	if _, err := inNS(lanNS, "sh", "-c", "ip link add br0 type bridge && ip link set br0 up"); err != nil {
+	// The bridge's own address is every member's default gateway, a dead end: the lan
+	// namespace forwards nothing anywhere and answers with ICMP "net unreachable".
+	// Nodes need a default route all the same, as real ones have: a node's own
+	// connection to a ClusterIP is routed before netfilter rewrites it, and without
+	// any route to the address it fails before the proxy's rules are consulted.
+	if _, err := inNS(lanNS, "sh", "-c", "ip link add br0 type bridge && ip link set br0 up && ip addr add "+
+		fmt.Sprintf("%s/%d", lanGateway, lanPrefixLen)+" dev br0 && sysctl -q -w net.ipv4.ip_forward=1"); err != nil {
 		return err
 	}
 	for i, m := range c.members() {
@@ -67,6 +73,11 @@ func (c *Cluster) buildNetwork() error {
 	}
 	if _, err := run("ip", "-n", cpNS, "route", "add", ServiceCIDR, "via", Nodes[0].IP); err != nil {
 		return err
+	}
+	for _, m := range c.members() {
+		if _, err := run("ip", "-n", m.ns, "route", "add", "default", "via", lanGateway); err != nil {
+			return err
+		}
 	}
 	for _, n := range Nodes {
 		// Forwarding between pods and the lan; bridged pod traffic passes netfilter

@@ -148,6 +148,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   enable_cdi = false
+  # Processes here lack CAP_SYS_RESOURCE, so none may lower its OOM score (the
+  # kubelet asks -998 for every sandbox): keep each at least containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
@@ -203,6 +206,7 @@ func (c *Cluster) kubeletConfig(n Node) string {
 		"enforceNodeAllocatable: []",
 		"containerRuntimeEndpoint: unix://" + c.containerdSocket(n),
 		"resolvConf: " + filepath.Join(c.nodeDir(n), "resolv.conf"),
+		"podLogsDir: " + filepath.Join(c.nodeDir(n), "pod-logs"),
 		"clusterDNS: [" + DNSServiceIP + "]",
 		"clusterDomain: cluster.local",
 		"authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}",
