@@ -10,7 +10,8 @@
 #                                   conformance comparison); about ten minutes cold
 #   hack/build-tools.sh cluster     those, and what the kubelet cluster of
 #                                   hack/cluster.sh needs: kubelet, kube-controller-manager,
-#                                   kube-scheduler, kubectl, agnhost, CoreDNS (the
+#                                   kube-scheduler, kubectl, agnhost and
+#                                   regression-issue-74839 (test images), CoreDNS (the
 #                                   cluster DNS, from its own module), the e2e suite
 #                                   (e2e.test) and ginkgo, which runs it in parallel
 #   hack/build-tools.sh NAME...     just those binaries
@@ -23,7 +24,7 @@ key=$(cat go.mod go.sum coredns/go.mod coredns/go.sum | sha256sum | cut -c1-16)
 dir="${KPROXY_TOOLS_CACHE:-/var/cache/kproxy-tools}/$key"
 
 test_set=(etcd kube-apiserver kube-proxy)
-cluster_set=("${test_set[@]}" kubelet kube-controller-manager kube-scheduler kubectl agnhost coredns e2e.test ginkgo)
+cluster_set=("${test_set[@]}" kubelet kube-controller-manager kube-scheduler kubectl agnhost regression-issue-74839 coredns e2e.test ginkgo)
 case "${1:-}" in
 "") bins=("${test_set[@]}") ;;
 cluster) bins=("${cluster_set[@]}") ;;
@@ -65,7 +66,8 @@ build() {
   e2e.test) go test -c -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/e2e >&2 ;;
   coredns) (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out" github.com/coredns/coredns) >&2 ;;
   ginkgo) go build -trimpath -o "$out" github.com/onsi/ginkgo/v2/ginkgo >&2 ;;
-  agnhost) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/test/images/agnhost >&2 ;;
+  agnhost | regression-issue-74839)
+    CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" "k8s.io/kubernetes/test/images/$name" >&2 ;;
   kubelet) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/cmd/kubelet >&2 ;;
   kube-apiserver | kube-proxy | kube-controller-manager | kube-scheduler | kubectl)
     go build -trimpath -ldflags "$ldflags" -o "$out" "k8s.io/kubernetes/cmd/$name" >&2 ;;

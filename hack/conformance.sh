@@ -30,8 +30,9 @@ done
 # What this cluster cannot do, so neither proxy can pass it:
 # - [Disruptive]: restarts nodes, kubelets or the API server over SSH; there is no
 #   SSH into these nodes (the suite's provider "local" has no node access).
-# - [Feature:...] tests of features this cluster lacks are skipped by the suite itself.
-skip='\[Disruptive\]'
+# - [Feature:SCTPConnectivity]: the kernel of these machines has no SCTP sockets, so
+#   the test's servers (agnhost netexec --sctp-port) cannot listen.
+skip='\[Disruptive\]|\[Feature:SCTPConnectivity\]'
 [[ -n $extra_skip ]] && skip="$skip|$extra_skip"
 
 work=${KPROXY_CLUSTER_DIR:-/var/lib/kproxy-cluster}

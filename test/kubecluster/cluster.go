@@ -118,7 +118,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if c.cfg.Proxy != "kproxy" && c.cfg.Proxy != "upstream" {
 		return fmt.Errorf("proxy %q: want kproxy or upstream", c.cfg.Proxy)
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "agnhost", "coredns"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "agnhost", "regression-issue-74839", "coredns"} {
 		if _, err := os.Stat(c.tool(b)); err != nil {
 			return fmt.Errorf("tools: %w (hack/build-tools.sh cluster builds it)", err)
 		}

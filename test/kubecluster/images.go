@@ -41,6 +41,9 @@ const (
 	// tests want sh, sleep and nc (agnhost's root filesystem has Debian's).
 	DistrolessIptablesImage = "registry.k8s.io/build-image/distroless-iptables:v0.9.9"
 	BusyBoxImage            = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	// The Conntrack test of upstream issue 74839 (a TCP server that answers with an
+	// out-of-window packet) runs upstream's own test program, built here.
+	Issue74839Image = "registry.k8s.io/e2e-test-images/regression-issue-74839:1.5"
 )
 
 // agnhostPackages are what agnhost's own image has from its Alpine base and adds to
@@ -105,6 +108,7 @@ func (c *Cluster) imageSpecs() ([]imageSpec, error) {
 		},
 		{ref: DistrolessIptablesImage, packages: proxyPkgs},
 		{ref: BusyBoxImage, packages: agnhostPackages, entrypoint: []string{"/bin/sh"}},
+		{ref: Issue74839Image, files: []imageFile{{"/regression-issue-74839", c.tool("regression-issue-74839")}}, entrypoint: []string{"/regression-issue-74839"}},
 		{
 			ref: UpstreamImage, packages: proxyPkgs,
 			files:      []imageFile{{"/usr/local/bin/kube-proxy", c.tool("kube-proxy")}},

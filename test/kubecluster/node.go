@@ -189,7 +189,8 @@ func cniConfig(n Node, ipamDir string) string {
 
 // kubeletConfig is the node's KubeletConfiguration: cgroupfs under the node's own
 // cgroup root (several kubelets share this machine; cgroup v1 accepted), no swap or
-// eviction checks (a test machine's disk and memory are shared), anonymous
+// node-pressure eviction (a test machine's disk and memory are shared) but a pod's
+// own ephemeral-storage limit enforced (a Service test evicts a pod so), anonymous
 // authentication so the API server can exec and read logs, the cluster DNS address.
 func (c *Cluster) kubeletConfig(n Node) string {
 	lines := []string{
@@ -218,7 +219,7 @@ func (c *Cluster) kubeletConfig(n Node) string {
 		"registerNode: true",
 		"podCIDR: " + n.PodCIDR,
 		"maxPods: 110",
-		"localStorageCapacityIsolation: false",
+		"localStorageCapacityIsolation: true",
 		"protectKernelDefaults: false",
 		"makeIPTablesUtilChains: false",
 	}
