@@ -11,7 +11,9 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nfacct"
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
 	"github.com/kproxy/kproxy/internal/proxy"
@@ -28,11 +30,14 @@ func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, e
 			klog.ErrorS(err, "Removing IPVS-mode leftovers failed")
 		}
 	}
+	countWithNFAcct := cfg.Mode == "iptables" && ensureNFAcct()
 	for _, f := range families() {
 		switch cfg.Mode {
 		case "iptables":
 			cleanupNFTables(f)
-			backends = append(backends, iptables.NewProxier(iptablesParams(cfg, f), iptables.NewRunner(f), nodePortIPs(sel, f)))
+			params := iptablesParams(cfg, f)
+			params.NFAcct = countWithNFAcct
+			backends = append(backends, iptables.NewProxier(params, iptables.NewRunner(f), nodePortIPs(sel, f)))
 		case "nftables":
 			if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
 				klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
@@ -198,4 +203,22 @@ func userspaceBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family
 		}
 	}
 	return userspace.NewProxier(p)
+}
+
+// ensureNFAcct makes the nfacct objects that iptables mode counts INVALID drops and
+// localhost NodePort packets in, and exports them as upstream's metrics. Where the
+// kernel has no nfnetlink_acct the rules count nothing, and the metrics are absent,
+// as with upstream.
+func ensureNFAcct() bool {
+	for _, name := range []string{nfacct.CTStateInvalidDropped, nfacct.LocalhostNodePortsAccepted} {
+		if err := nfacct.Ensure(name); err != nil {
+			klog.InfoS("No nfacct counters: the iptables rules will not count packets", "err", err)
+			return false
+		}
+	}
+	metrics.RegisterNFAcct(func(name string) (uint64, error) {
+		c, err := nfacct.Get(name)
+		return c.Packets, err
+	}, metrics.LocalhostNodePortsAcceptedPackets, metrics.CTStateInvalidDroppedPackets)
+	return true
 }

@@ -51,6 +51,7 @@ func cleanupNetns(t *testing.T, name string) nsRunner {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ensureNFAcct(t, ns)
 	return nsRunner{ns: ns}
 }
 

@@ -1,6 +1,9 @@
 package iptables
 
-import "github.com/kproxy/kproxy/internal/model"
+import (
+	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nfacct"
+)
 
 // writeFixedChains declares the chains a full sync rewrites and writes their fixed
 // rules (the per-port rules of the filter chains and KUBE-NODEPORTS follow).
@@ -14,7 +17,8 @@ func writeFixedChains(p *Params, filterChains, filterRules, natChains, natRules 
 			[]string{"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"})...)
 	}
 	if p.DropInvalid {
-		filterRules.rule("-A", chainForward, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+		filterRules.rule(join([]string{"-A", chainForward, "-m", "conntrack", "--ctstate", "INVALID"},
+			p.count(nfacct.CTStateInvalidDropped), []string{"-j", "DROP"})...)
 	}
 	mark := p.masqMark()
 	filterRules.rule(join([]string{"-A", chainForward}, comment("kubernetes forwarding rules"), []string{"-m", "mark", "--mark", mark + "/" + mark, "-j", "ACCEPT"})...)
@@ -53,4 +57,13 @@ func writeNodePortsJump(p *Params, natRules *lines) {
 		}
 		natRules.rule(join([]string{"-A", chainServices}, c, []string{"-d", ip.String(), "-j", chainNodePorts})...)
 	}
+}
+
+// count is the match that counts a rule's packets in the nfacct object name, when
+// the node counts with nfacct.
+func (p *Params) count(name string) []string {
+	if !p.NFAcct {
+		return nil
+	}
+	return []string{"-m", "nfacct", "--nfacct-name", name}
 }

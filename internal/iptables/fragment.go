@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/nfacct"
 )
 
 // filterChain indexes the filter chains ServicePorts put rules in.
@@ -176,6 +177,11 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 	if sp.NodePort != 0 {
 		np := []string{"--dport", strconv.Itoa(int(sp.NodePort))}
 		if plan.HasEndpoints {
+			if localhostNodePorts(p) && p.NFAcct {
+				// Upstream's rule that only counts: the same jump for 127.0.0.0/8.
+				f.nodePorts = append(f.nodePorts, words(comment(name), protoArgs, []string{"-d", "127.0.0.0/8"}, np,
+					p.count(nfacct.LocalhostNodePortsAccepted), []string{"-j", chains.ext}))
+			}
 			f.nodePorts = append(f.nodePorts, words(comment(name), protoArgs, np, []string{"-j", chains.ext}))
 		}
 		if !plan.HasExternal {

@@ -32,6 +32,10 @@ type Params struct {
 	// DropInvalid adds KUBE-FORWARD's ctstate INVALID drop (upstream omits it when
 	// nf_conntrack_tcp_be_liberal is set).
 	DropInvalid bool
+	// NFAcct counts, as upstream does, the INVALID drops and the packets accepted by
+	// localhost NodePorts in the nfacct objects of package nfacct (the caller made
+	// them; the metrics read them). Off where the kernel has no nfnetlink_acct.
+	NFAcct bool
 }
 
 func (p *Params) masqMark() string { return fmt.Sprintf("0x%x", uint32(1)<<p.MasqueradeBit) }

@@ -515,5 +515,6 @@ func paramsEqual(a, b Params) bool {
 	return a.Family == b.Family && a.MasqueradeAll == b.MasqueradeAll && a.MasqueradeBit == b.MasqueradeBit &&
 		slices.Equal(a.LocalDetector.ifLocal, b.LocalDetector.ifLocal) && a.DetectLocalByNodeCIDR == b.DetectLocalByNodeCIDR &&
 		a.NodePortAll == b.NodePortAll && slices.Equal(a.NodePortIPs, b.NodePortIPs) &&
-		a.LocalhostNodePorts == b.LocalhostNodePorts && slices.Equal(a.NodeIPs, b.NodeIPs) && a.DropInvalid == b.DropInvalid
+		a.LocalhostNodePorts == b.LocalhostNodePorts && slices.Equal(a.NodeIPs, b.NodeIPs) && a.DropInvalid == b.DropInvalid &&
+		a.NFAcct == b.NFAcct
 }

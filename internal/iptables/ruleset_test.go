@@ -39,13 +39,13 @@ func snapshotOf(ports map[*model.ServicePort][]*model.Endpoint) *model.Snapshot 
 
 func referenceParams() Params {
 	return Params{
-		Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true, LocalhostNodePorts: true, DropInvalid: true,
+		Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true, LocalhostNodePorts: true, DropInvalid: true, NFAcct: true,
 		LocalDetector: DetectByCIDR(netip.MustParsePrefix("10.0.0.0/8")),
 	}
 }
 
 // upstreamReference is upstream kube-proxy's output for this fixture (reference 2.5),
-// with the nfacct counting matches removed: kproxy does not use nfacct. Upstream
+// nfacct counting included (the fixture's node has nfacct, as upstream's has). Upstream
 // creates the same KUBE-PROXY-CANARY chains in mangle, filter and nat with separate
 // commands; kproxy declares them in the restore input, so they are listed here.
 const upstreamReference = `*mangle
@@ -60,7 +60,7 @@ COMMIT
 :KUBE-PROXY-FIREWALL - [0:0]
 :KUBE-FIREWALL - [0:0]
 -A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
--A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP
 -A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
 -A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 COMMIT
@@ -91,6 +91,7 @@ COMMIT
 -A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -s 10.180.0.2 -j KUBE-MARK-MASQ
 -A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80
 -A KUBE-SERVICES -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT
+-A KUBE-NODEPORTS -m comment --comment ns2/svc2:p80 -m tcp -p tcp -d 127.0.0.0/8 --dport 3001 -m nfacct --nfacct-name localhost_nps_accepted_pkts -j KUBE-EXT-GNZBNJ2PO5MGZ6GT
 -A KUBE-NODEPORTS -m comment --comment ns2/svc2:p80 -m tcp -p tcp --dport 3001 -j KUBE-EXT-GNZBNJ2PO5MGZ6GT
 -A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
 -A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment "pod traffic for ns2/svc2:p80 external destinations" -s 10.0.0.0/8 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT

@@ -27,6 +27,7 @@ func TestNetlinkSkeletonAgreesWithIPTablesSave(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ensureNFAcct(t, ns)
 	r := nsRunner{ns: ns}
 	fd, err := os.Open("/var/run/netns/" + ns)
 	if err != nil {

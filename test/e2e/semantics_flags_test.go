@@ -39,8 +39,18 @@ func testLocalhostNodePorts(t *testing.T, e *env) {
 	e.putFlagServices(t)
 	e.expect(t, "node1", "tcp", hostPort(cluster.Node1IP, 31060), node2Pods, sawUnmasqueraded(cluster.Node1IP))
 	if e.mode == "iptables" {
+		// Upstream counts what localhost NodePorts accept in an nfacct object, and
+		// exports it (its e2e suite's KubeProxy test reads the metric).
+		const accepted = "kubeproxy_iptables_localhost_nodeports_accepted_packets_total"
+		before, ok := scrapeMetrics(t, e.c).get(accepted)
+		if !ok {
+			t.Errorf("metric %s is missing", accepted)
+		}
 		e.expect(t, "node1", "tcp", "127.0.0.1:31060", node2Pods, sawUnmasqueraded(cluster.Node1IP))
 		e.expect(t, "node1", "udp", "127.0.0.1:31061", node2Pods, sawUnmasqueraded(cluster.Node1IP))
+		if after, _ := scrapeMetrics(t, e.c).get(accepted); after <= before {
+			t.Errorf("%s: %v before and %v after connections to localhost NodePorts, want it to grow", accepted, before, after)
+		}
 		if out, _ := e.c.Exec("node1", "sysctl", "-n", "net.ipv4.conf.all.route_localnet"); out != "1\n" {
 			t.Errorf("route_localnet in node1 is %q, want 1", out)
 		}
