@@ -12,10 +12,10 @@ import (
 
 	// The kubelet cluster: its control plane and nodes, and agnhost, the image the
 	// upstream e2e suite runs in its pods.
+	_ "k8s.io/kubectl/pkg/cmd"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	_ "k8s.io/kubernetes/cmd/kubelet/app"
-	_ "k8s.io/kubectl/pkg/cmd"
 	_ "k8s.io/kubernetes/test/images/agnhost/audit-proxy"
 	_ "k8s.io/kubernetes/test/images/agnhost/connect"
 	_ "k8s.io/kubernetes/test/images/agnhost/crd-conversion-webhook"

@@ -21,7 +21,7 @@ const node1LoopbackIP = "192.168.81.1"
 // the NodePort and the health check node port move with it, without a restart.
 // With nodePortAddresses unset in iptables mode both answer on every address.
 func testNodeAddressChange(t *testing.T, e *env) {
-	s := svc("hcmove", "LoadBalancer", "10.96.1.30", svcPorts(31071, 31073), withETPLocal(31072))
+	s := svc("hcmove", "LoadBalancer", "10.96.1.81", svcPorts(31081, 31083), withETPLocal(31082))
 	e.putV4(t, s, readyEps("pod-a1", "pod-b1"))
 	primaryOnly := e.mode == "nftables"
 
@@ -30,14 +30,14 @@ func testNodeAddressChange(t *testing.T, e *env) {
 	at := func(t *testing.T, answering []string, silent []string) {
 		t.Helper()
 		for _, ip := range answering {
-			e.expect(t, "ext", "tcp", hostPort(ip, 31071), []string{"pod-a1"}, sawUnmasqueraded(cluster.ExtIP))
-			if err := e.c.WaitFor(func() error { return e.healthCode(ip, 31072, 200) }, settle); err != nil {
+			e.expect(t, "ext", "tcp", hostPort(ip, 31081), []string{"pod-a1"}, sawUnmasqueraded(cluster.ExtIP))
+			if err := e.c.WaitFor(func() error { return e.healthCode(ip, 31082, 200) }, settle); err != nil {
 				t.Errorf("health check node port on %s: %v", ip, err)
 			}
 		}
 		for _, ip := range silent {
-			e.expectFail(t, "ext", "tcp", hostPort(ip, 31071), "")
-			if err := e.c.WaitFor(func() error { return e.healthCode(ip, 31072, 0) }, settle); err != nil {
+			e.expectFail(t, "ext", "tcp", hostPort(ip, 31081), "")
+			if err := e.c.WaitFor(func() error { return e.healthCode(ip, 31082, 0) }, settle); err != nil {
 				t.Errorf("health check node port on %s: %v", ip, err)
 			}
 		}
@@ -54,7 +54,7 @@ func testNodeAddressChange(t *testing.T, e *env) {
 	writeNodes(t, e.c, node1AltIP)
 	defer func() {
 		writeNodes(t, e.c, cluster.Node1IP)
-		if err := e.c.WaitFor(func() error { return e.healthCode(cluster.Node1IP, 31072, 200) }, settle); err != nil {
+		if err := e.c.WaitFor(func() error { return e.healthCode(cluster.Node1IP, 31082, 200) }, settle); err != nil {
 			t.Errorf("after the Node's address was restored: %v", err)
 		}
 	}()
