@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -15,12 +13,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/test/e2e/cluster"
+	"github.com/kproxy/kproxy/test/kubecluster"
 )
 
 // deployObjects decodes every document of deploy/*.yaml into typed objects.
@@ -30,32 +27,9 @@ func deployObjects(t *testing.T) []runtime.Object {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(root, "deploy", "*.yaml"))
-	sort.Strings(files)
-	if len(files) == 0 {
-		t.Fatalf("no manifests in %s/deploy", root)
-	}
-	var objs []runtime.Object
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := utilyaml.NewYAMLReader(bufioReader(data))
-		for i := 0; ; i++ {
-			doc, err := r.Read()
-			if err != nil {
-				break
-			}
-			if len(bytes.TrimSpace(doc)) == 0 {
-				continue
-			}
-			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-			if err != nil {
-				t.Fatalf("%s document %d: %v", f, i, err)
-			}
-			objs = append(objs, obj)
-		}
+	objs, err := kubecluster.DecodeManifests(filepath.Join(root, "deploy"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return objs
 }

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,34 +32,55 @@ type Deployment struct {
 	DaemonSet          *appsv1.DaemonSet
 }
 
-// ReadDeployment decodes every manifest of deploy/.
-func ReadDeployment(repo string) (*Deployment, error) {
-	d := &Deployment{}
-	files, err := filepath.Glob(filepath.Join(repo, "deploy", "*.yaml"))
+// DecodeManifests decodes every document of the YAML files in dir, in file name
+// order, into typed objects.
+func DecodeManifests(dir string) ([]runtime.Object, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		return nil, err
 	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no manifests in %s", dir)
+	}
+	var objs []runtime.Object
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-		for {
+		for i := 0; ; i++ {
 			doc, err := r.Read()
-			if err != nil {
+			if err == io.EOF {
 				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
 			}
 			if len(bytes.TrimSpace(doc)) == 0 {
 				continue
 			}
 			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
+				return nil, fmt.Errorf("%s document %d: %w", f, i, err)
 			}
-			if err := d.add(obj); err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
+			objs = append(objs, obj)
+		}
+	}
+	return objs, nil
+}
+
+// ReadDeployment decodes every manifest of deploy/.
+func ReadDeployment(repo string) (*Deployment, error) {
+	objs, err := DecodeManifests(filepath.Join(repo, "deploy"))
+	if err != nil {
+		return nil, err
+	}
+	d := &Deployment{}
+	for _, obj := range objs {
+		if err := d.add(obj); err != nil {
+			return nil, fmt.Errorf("deploy/: %w", err)
 		}
 	}
 	if d.ServiceAccount == nil || d.ClusterRole == nil || d.ClusterRoleBinding == nil || d.ConfigMap == nil || d.DaemonSet == nil {
