@@ -82,7 +82,7 @@ build() {
 
 todo=$(missing | tr '\n' ' ')
 total=$SECONDS
-echo "build-tools: building ${todo}into $dir (cold: about two minutes a binary on two cores)" >&2
+echo "build-tools: building ${todo}into $dir (cold, on two cores: about ten minutes for the first Kubernetes binary, a few for each further one)" >&2
 # Each go build downloads the modules it needs (the e2e suite's and CoreDNS's are
 # many, and the test set needs none of them); its time includes that.
 for b in $todo; do
