@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kproxy/kproxy/test/proc"
 )
 
 // Logger is where progress goes; *testing.T satisfies it.
@@ -65,8 +68,8 @@ type Server struct {
 	removeWork bool
 
 	mu        sync.Mutex
-	etcd      *process
-	apiserver *process
+	etcd      *proc.Process
+	apiserver *proc.Process
 }
 
 // Start runs etcd and kube-apiserver and waits until the API server is ready. On
@@ -175,7 +178,7 @@ func (s *Server) startEtcd() (string, error) {
 	}
 	clientURL := "http://" + hostPort("127.0.0.1", clientPort)
 	peerURL := "http://" + hostPort("127.0.0.1", peerPort)
-	p, err := startProcess("etcd", filepath.Join(s.opts.BinDir, "etcd"), filepath.Join(s.WorkDir, "etcd.log"),
+	p, err := proc.Start("etcd", filepath.Join(s.WorkDir, "etcd.log"), exec.Command(filepath.Join(s.opts.BinDir, "etcd"),
 		"--name=test",
 		"--data-dir="+filepath.Join(s.WorkDir, "etcd-data"),
 		"--listen-client-urls="+clientURL,
@@ -186,24 +189,24 @@ func (s *Server) startEtcd() (string, error) {
 		// Test data need not survive a power cut; fsync would dominate on slow disks.
 		"--unsafe-no-fsync=true",
 		"--log-level=warn",
-	)
+	))
 	if err != nil {
 		return "", err
 	}
 	s.mu.Lock()
 	s.etcd = p
 	s.mu.Unlock()
-	s.logf("apiserver: etcd started (pid %d) on %s, log %s", p.cmd.Process.Pid, clientURL, p.logPath)
+	s.logf("apiserver: etcd started (pid %d) on %s, log %s", p.Pid(), clientURL, p.LogPath)
 	err = waitHTTP(p, http.DefaultClient, clientURL+"/health", "", 30*time.Second)
 	if err != nil {
-		return "", fmt.Errorf("etcd: %w\nlog tail:\n%s", err, p.logTail(30))
+		return "", fmt.Errorf("etcd: %w\nlog tail:\n%s", err, p.LogTail(30))
 	}
 	return clientURL, nil
 }
 
 func (s *Server) startAPIServer() error {
-	p, err := startProcess("kube-apiserver", filepath.Join(s.opts.BinDir, "kube-apiserver"),
-		filepath.Join(s.WorkDir, "kube-apiserver.log"), s.apiArgs...)
+	p, err := proc.Start("kube-apiserver", filepath.Join(s.WorkDir, "kube-apiserver.log"),
+		exec.Command(filepath.Join(s.opts.BinDir, "kube-apiserver"), s.apiArgs...))
 	if err != nil {
 		return err
 	}
@@ -212,9 +215,9 @@ func (s *Server) startAPIServer() error {
 	s.mu.Unlock()
 	start := time.Now()
 	if err := waitHTTP(p, s.httpClient(), s.URL+"/readyz", s.creds.adminToken, s.opts.ReadyTimeout); err != nil {
-		return fmt.Errorf("kube-apiserver: %w\nlog tail:\n%s", err, p.logTail(40))
+		return fmt.Errorf("kube-apiserver: %w\nlog tail:\n%s", err, p.LogTail(40))
 	}
-	s.logf("apiserver: kube-apiserver (pid %d) ready on %s after %v", p.cmd.Process.Pid, s.URL, time.Since(start).Round(time.Millisecond))
+	s.logf("apiserver: kube-apiserver (pid %d) ready on %s after %v", p.Pid(), s.URL, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -228,12 +231,12 @@ func (s *Server) httpClient() *http.Client {
 }
 
 // waitHTTP polls url until it answers 200, the process exits, or timeout passes.
-func waitHTTP(p *process, client *http.Client, url, token string, timeout time.Duration) error {
+func waitHTTP(p *proc.Process, client *http.Client, url, token string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for time.Now().Before(deadline) {
-		if !p.running() {
-			return fmt.Errorf("%s exited before %s was ready: %v", p.name, url, p.err)
+		if !p.Running() {
+			return fmt.Errorf("%s exited before %s was ready: %v", p.Name, url, p.Err())
 		}
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if token != "" {
@@ -260,9 +263,9 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	p := s.apiserver
 	s.mu.Unlock()
-	if p != nil && p.running() {
-		p.stop()
-		s.logf("apiserver: kube-apiserver (pid %d) stopped", p.cmd.Process.Pid)
+	if p != nil && p.Running() {
+		p.Stop(stopGrace)
+		s.logf("apiserver: kube-apiserver (pid %d) stopped", p.Pid())
 	}
 }
 
@@ -277,7 +280,7 @@ func (s *Server) Restart() error {
 func (s *Server) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.apiserver != nil && s.apiserver.running()
+	return s.apiserver != nil && s.apiserver.Running()
 }
 
 // Close stops the kube-apiserver and etcd and removes the work dir if Start made it.
@@ -294,10 +297,10 @@ func (s *Server) close(keep bool) {
 	s.apiserver, s.etcd = nil, nil
 	s.mu.Unlock()
 	if api != nil {
-		api.stop()
+		api.Stop(stopGrace)
 	}
 	if etcd != nil {
-		etcd.stop()
+		etcd.Stop(stopGrace)
 	}
 	if s.removeWork && !keep {
 		os.RemoveAll(s.WorkDir)
@@ -314,7 +317,7 @@ func (s *Server) APIServerLog(n int) string {
 	if p == nil {
 		return lastLines(readFile(filepath.Join(s.WorkDir, "kube-apiserver.log")), n)
 	}
-	return p.logTail(n)
+	return p.LogTail(n)
 }
 
 func readFile(path string) string {

@@ -172,7 +172,7 @@ func (c *Cluster) Down() error {
 	// Kubelets first, so nothing restarts containers while they are being killed.
 	sort.SliceStable(procs, func(i, j int) bool { return procs[i].order < procs[j].order })
 	for _, p := range procs {
-		p.stop()
+		p.Stop(10 * time.Second)
 	}
 	for _, n := range Nodes {
 		killCgroup(cgroupRoot(n))

@@ -134,7 +134,7 @@ func (c *Cluster) exitedAny() error {
 
 func firstExited(procs ...*process) error {
 	for _, p := range procs {
-		if err := p.exited(); err != nil {
+		if err := p.Exited(); err != nil {
 			return err
 		}
 	}

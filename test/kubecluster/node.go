@@ -51,7 +51,7 @@ func (c *Cluster) startNode(ctx context.Context, n Node, images []string) error 
 	}
 	sock := c.containerdSocket(n)
 	if err := c.waitFor(ctx, n.Name+"'s containerd", time.Minute, func() error {
-		if err := cd.exited(); err != nil {
+		if err := cd.Exited(); err != nil {
 			return err
 		}
 		_, err := run("ctr", "--address", sock, "version")
@@ -81,7 +81,7 @@ func (c *Cluster) startNode(ctx context.Context, n Node, images []string) error 
 		return err
 	}
 	return c.waitFor(ctx, n.Name+" registered", 2*time.Minute, func() error {
-		if err := kl.exited(); err != nil {
+		if err := kl.Exited(); err != nil {
 			return err
 		}
 		node, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})

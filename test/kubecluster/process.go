@@ -12,16 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kproxy/kproxy/test/proc"
 )
 
-// process is one long-running part of the cluster, started in a network namespace.
-// It is only ever signalled by its own PID.
+// process is one long-running part of the cluster, with its place in the stop order.
 type process struct {
-	name    string
-	order   int // Down stops lower orders first
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	*proc.Process
+	order int // Down stops lower orders first
 }
 
 // The stop order: kubelets before the runtimes they drive, the control plane last.
@@ -34,66 +32,22 @@ const (
 
 // start runs bin in network namespace ns (nsenter keeps the host's mount namespace:
 // a kubelet's mounts must be seen by containerd and runc), logging to
-// WorkDir/logs/<name>.log. The process dies with this one (SIGKILL on parent death).
+// WorkDir/logs/<name>.log. The process dies with this one.
 func (c *Cluster) start(name string, order int, ns, bin string, args ...string) (*process, error) {
 	logDir := filepath.Join(c.cfg.WorkDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(logDir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + ns, "--", bin}, args...)...)
+	pr, err := proc.Start(name, filepath.Join(logDir, name+".log"), cmd)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + ns, "--", bin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, order: order, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
+	p := &process{Process: pr, order: order}
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
 	return p, nil
-}
-
-func (p *process) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends SIGTERM, waits up to 10 s, then SIGKILLs.
-func (p *process) stop() {
-	if !p.running() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// exited returns an error with the log's tail if the process is no longer running.
-func (p *process) exited() error {
-	if p.running() {
-		return nil
-	}
-	b, _ := os.ReadFile(p.logPath)
-	return fmt.Errorf("%s exited: %v; log %s ends:\n%s", p.name, p.cmd.ProcessState, p.logPath, lastLines(string(b), 25))
 }
 
 // run runs a short command and returns its combined output.

@@ -1,0 +1,103 @@
+// Package proc runs the long-lived programs of a test environment (etcd, the API
+// server, containerd, kubelets): output to a log file, a handle that knows whether
+// the program still runs, and a stop that is only ever sent to its own PID.
+package proc
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Process is one started program.
+type Process struct {
+	Name    string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+// Start runs cmd with its output appended to logPath (a header line marks each
+// start). The program is killed if the starting process dies (Pdeathsig), so nothing
+// outlives a test binary or a supervisor that is killed before it can clean up.
+func Start(name, logPath string, cmd *exec.Cmd) (*Process, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("%s log: %w", name, err)
+	}
+	fmt.Fprintf(f, "\n==== %s starting at %s\n", name, time.Now().Format(time.RFC3339Nano))
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the program's process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Running reports whether the program has not exited yet.
+func (p *Process) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Err is the exit error of a program that exited (nil while it runs).
+func (p *Process) Err() error {
+	if p.Running() {
+		return nil
+	}
+	return p.err
+}
+
+// Exited returns, once the program has exited, an error with its exit status and
+// its log's last lines; nil while it runs.
+func (p *Process) Exited() error {
+	if p.Running() {
+		return nil
+	}
+	return fmt.Errorf("%s exited: %v; log %s ends:\n%s", p.Name, p.cmd.ProcessState, p.LogPath, p.LogTail(25))
+}
+
+// Stop sends SIGTERM, waits up to grace, then SIGKILLs, and waits for the exit.
+func (p *Process) Stop(grace time.Duration) {
+	if !p.Running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// LogTail is the last n lines of the log.
+func (p *Process) LogTail(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", p.LogPath, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
