@@ -13,13 +13,15 @@
 # packages, builds the Kubernetes binaries once (hack/build-tools.sh cluster: about
 # 25 minutes cold, cached) and the images (cached root filesystems). The cluster lives
 # in $KPROXY_CLUSTER_DIR (default /var/lib/kproxy-cluster): logs/ has every
-# component's log.
+# component's log. The root filesystems outlive it in $KPROXY_CLUSTER_CACHE (default
+# /var/cache/kproxy-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
 require_root
 
 work=${KPROXY_CLUSTER_DIR:-/var/lib/kproxy-cluster}
+cache=${KPROXY_CLUSTER_CACHE:-/var/cache/kproxy-cluster}
 bin=$work/bin
 pidfile=$work/kcluster.pid
 
@@ -67,7 +69,7 @@ up)
   mkdir -p "$work"
   echo "== cluster up (log: $work/kcluster.log)" >&2
   # The supervisor holds every process of the cluster and takes it down on SIGTERM.
-  setsid nohup "$bin/kcluster" up --repo "$PWD" --work "$work" --tools "$tools" --bin "$bin" "$@" \
+  setsid nohup "$bin/kcluster" up --repo "$PWD" --work "$work" --cache "$cache" --tools "$tools" --bin "$bin" "$@" \
     >"$work/kcluster.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   tail -n +1 -f "$work/kcluster.log" --pid=$! >&2 &
