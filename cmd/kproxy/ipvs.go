@@ -15,24 +15,24 @@ import (
 	"github.com/kproxy/kproxy/internal/ipvs"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nftables"
-	"github.com/kproxy/kproxy/internal/nodeaddr"
 	"github.com/kproxy/kproxy/internal/proxy"
 )
 
-// ipvsBackend is the IPVS mode's backend for family f. iptables-mode per-service
-// chains left from an earlier run are removed first: they would DNAT Service traffic
-// before IPVS sees it.
-func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (proxy.Backend, error) {
-	runner := iptables.NewRunner(f)
-	if hasIPTablesModeLeftovers(f, runner) {
-		klog.InfoS("Removing iptables-mode rules before starting IPVS mode", "family", f)
-		if err := iptables.Cleanup(runner); err != nil {
-			klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
+// ipvsBackends are the IPVS mode's backends (the other modes' rules are gone by
+// then: newBackends).
+func ipvsBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error) {
+	var out []proxy.Backend
+	for _, f := range fs {
+		b, err := ipvsBackend(cfg, f)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, b)
 	}
-	if hasNFTablesTable(f) {
-		cleanupNFTables(f)
-	}
+	return out, nil
+}
+
+func ipvsBackend(cfg *config.Config, f model.Family) (proxy.Backend, error) {
 	h, err := ipvs.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("ipvs mode, %s: %w", f, err)
@@ -43,7 +43,6 @@ func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (pr
 		Scheduler:     ipvsCfg.Scheduler,
 		MasqueradeAll: cfg.MasqueradeAll,
 		MasqueradeBit: cfg.MasqueradeBit,
-		NodePorts:     nodePortIPs(sel, f),
 		StrictARP:     ipvsCfg.StrictARP,
 		TCPTimeout:    ipvsCfg.TCPTimeout.Duration,
 		TCPFinTimeout: ipvsCfg.TCPFinTimeout.Duration,
@@ -56,19 +55,7 @@ func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (pr
 		}
 		c.ExcludeCIDRs = append(c.ExcludeCIDRs, p.Masked())
 	}
-	switch cfg.DetectLocalMode {
-	case "BridgeInterface":
-		c.NotLocal = []string{"!", "-i", cfg.BridgeInterface}
-	case "InterfaceNamePrefix":
-		c.NotLocal = []string{"!", "-i", cfg.InterfaceNamePrefix + "+"}
-	case "NodeCIDR":
-		c.NotLocalFromNodeCIDR = true
-	default: // ClusterCIDR
-		if cidr, ok := clusterCIDR(cfg, f); ok {
-			c.NotLocal = []string{"!", "-s", cidr.String()}
-		}
-	}
-	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, runner)
+	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, iptables.NewRunner(f))
 	// The drain loop lives as long as the process.
 	if err := p.Setup(context.Background(), ipvs.ProcSysctls); err != nil {
 		return nil, err
@@ -141,7 +128,7 @@ func cleanupIPVS(all bool) error {
 		}
 	}
 	var errs []error
-	for _, f := range families() {
+	for _, f := range ip6tablesFamilies() {
 		if err := ipvs.Cleanup(f, iptables.NewRunner(f), sets, h, links, ipvs.CleanupOptions{AllServices: all}); err != nil {
 			errs = append(errs, fmt.Errorf("ipvs %s: %w", f, err))
 		}

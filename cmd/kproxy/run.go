@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os/signal"
 	"syscall"
 	"time"
@@ -38,12 +37,24 @@ func run(cfg *config.Config) error {
 		klog.ErrorS(err, "Setting conntrack sysctls failed; continuing")
 	}
 
+	m, err := modeNamed(cfg.Mode)
+	if err != nil {
+		return err
+	}
 	// nftables mode answers NodePorts on the primary address by default, like upstream.
 	selector, err := nodeaddr.Parse(cfg.NodePortAddresses, cfg.Mode == "nftables")
 	if err != nil {
 		return err
 	}
-	backends, err := newBackends(cfg, selector)
+	// The node's own parameters, resolved at every sync for every backend and the
+	// health check servers.
+	node := &nodeaddr.Resolver{
+		NodePorts: selector,
+		DetectLocal: nodeaddr.DetectLocal{Mode: cfg.DetectLocalMode, ClusterCIDRs: cfg.ClusterCIDRs,
+			BridgeInterface: cfg.BridgeInterface, InterfacePrefix: cfg.InterfaceNamePrefix},
+		LocalAddrs: nodeaddr.LocalAddrs,
+	}
+	backends, err := newBackends(cfg, m)
 	if err != nil {
 		return err
 	}
@@ -56,7 +67,7 @@ func run(cfg *config.Config) error {
 	})
 	defer nodePorts.Close()
 	health := healthcheck.NewProxyHealth(2*cfg.SyncPeriod, func() (time.Time, time.Time) { return p.Status() }, nil)
-	serviceHealth := healthcheck.NewServiceHealth(healthCheckAddrs(selector), health.Healthy)
+	serviceHealth := healthcheck.NewServiceHealth(health.Healthy)
 	defer serviceHealth.Stop()
 	p = proxy.New(cfg.NodeName, backends, proxy.Options{
 		MinSyncPeriod: cfg.MinSyncPeriod,
@@ -65,7 +76,8 @@ func run(cfg *config.Config) error {
 		// or a few execs (iptables-legacy), and a flushed node drops Service traffic.
 		FlushCheckInterval: 200 * time.Millisecond,
 		Conntrack:          conntrack.NewCleaner(),
-		SyncFailed:         syncFailureMetric(cfg.Mode),
+		SyncFailed:         syncFailureMetric(cfg.Mode, backends),
+		ResolveNode:        node.Resolve,
 		AfterSync: func(snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
 			// userspace mode's own listeners hold the NodePorts; a reservation
@@ -99,38 +111,16 @@ func run(cfg *config.Config) error {
 	}
 }
 
-// healthCheckAddrs resolves, for the node as it is at each sync, the addresses health
-// check node ports listen on: those that accept NodePorts (every address when
-// nodePortAddresses selects all). With "primary" that is the Node object's first
-// address of each family, so a node with several interfaces answers its load
-// balancer's probes on the address the load balancer knows it by.
-func healthCheckAddrs(sel *nodeaddr.Selector) func(*model.Node) (bool, []netip.Addr) {
-	if sel.MatchesAll() {
-		return healthcheck.EveryAddress
-	}
-	return func(node *model.Node) (bool, []netip.Addr) {
-		local, err := nodeaddr.LocalAddrs()
-		if err != nil {
-			klog.ErrorS(err, "Cannot list local addresses for health check node ports")
-		}
-		var out []netip.Addr
-		for _, f := range []model.Family{model.IPv4, model.IPv6} {
-			out = append(out, sel.Resolve(f, node, local)...)
-		}
-		return false, out
-	}
-}
-
 // syncFailureMetric counts failed syncs in the mode's own metric; iptables mode counts
 // its failed restores inside the backend, which knows full from partial restores.
-func syncFailureMetric(mode string) func(model.Family, bool, error) {
+func syncFailureMetric(mode string, backends []proxy.Backend) func(model.Family, bool, error) {
 	if mode != "nftables" {
 		return nil
 	}
-	for _, f := range families() {
+	for _, b := range backends {
 		// Present at 0 from the start, so rate() and alerts work before a failure.
-		metrics.NFTablesSyncFailuresTotal.WithLabelValues(f.String())
-		metrics.NFTablesCleanupFailuresTotal.WithLabelValues(f.String())
+		metrics.NFTablesSyncFailuresTotal.WithLabelValues(b.Family().String())
+		metrics.NFTablesCleanupFailuresTotal.WithLabelValues(b.Family().String())
 	}
 	return func(f model.Family, _ bool, _ error) {
 		metrics.NFTablesSyncFailuresTotal.WithLabelValues(f.String()).Inc()

@@ -23,9 +23,6 @@ import (
 // externalTrafficPolicy Local). Load balancers probe it to learn whether this node has
 // a ready local endpoint: 200 when it has and kproxy is healthy, 503 otherwise.
 type ServiceHealth struct {
-	// listenAddrs resolves the addresses the servers listen on for the node as it is
-	// now: all=true means every address (nodePortAddresses selects all), else addrs.
-	listenAddrs  func(*model.Node) (all bool, addrs []netip.Addr)
 	proxyHealthy func() bool
 
 	mu sync.Mutex
@@ -43,16 +40,12 @@ type serviceServer struct {
 	local int
 }
 
-// NewServiceHealth returns the server set. listenAddrs is asked at every Sync, with
-// the Node of the snapshot, where the health check node ports must listen: the node's
+// NewServiceHealth returns the server set. The servers listen where the node's
+// NodePorts answer, as the snapshot of each Sync says (model.NodeParams): the node's
 // addresses follow its Node object and its interfaces, and the servers move with them.
-func NewServiceHealth(listenAddrs func(*model.Node) (all bool, addrs []netip.Addr), proxyHealthy func() bool) *ServiceHealth {
-	return &ServiceHealth{listenAddrs: listenAddrs, proxyHealthy: proxyHealthy, services: map[types.NamespacedName]*serviceServer{}}
+func NewServiceHealth(proxyHealthy func() bool) *ServiceHealth {
+	return &ServiceHealth{proxyHealthy: proxyHealthy, services: map[types.NamespacedName]*serviceServer{}}
 }
-
-// EveryAddress is the listenAddrs of a node whose health check node ports listen on
-// every address.
-func EveryAddress(*model.Node) (bool, []netip.Addr) { return true, nil }
 
 // Sync makes the servers match the snapshot: one per Service that needs a health
 // check, on the node's current addresses, reporting its count of ready local
@@ -67,17 +60,15 @@ func (h *ServiceHealth) Sync(snap *model.Snapshot) {
 				continue
 			}
 			want[nn] = sp.HealthCheckNodePort
-			for _, e := range snap.Endpoints[sp.Name] {
-				if e.IsLocal && e.Ready && !e.Terminating && !seen[e.IP] {
-					seen[e.IP] = true
-				}
+			for _, ip := range model.LocalReadyEndpoints(snap.Endpoints[sp.Name]) {
+				seen[ip] = true
 			}
 		}
 		local[nn] = len(seen)
 	}
 	var addrs []string
 	if len(want) > 0 { // no Service needs one: no need to look at the node
-		addrs = h.resolve(snap.Node)
+		addrs = listenHosts(snap)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -110,16 +101,19 @@ func (h *ServiceHealth) Sync(snap *model.Snapshot) {
 	}
 }
 
-// resolve turns the node's listen addresses into listener hosts, sorted so that an
-// unchanged set compares equal: [""] for every address.
-func (h *ServiceHealth) resolve(node *model.Node) []string {
-	all, addrs := h.listenAddrs(node)
-	if all {
-		return []string{""}
-	}
-	out := make([]string, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, a.String())
+// listenHosts are the hosts the servers listen on: the node's NodePort addresses of
+// both families, sorted so that an unchanged set compares equal; [""] (every address)
+// when NodePorts answer on all, or when the snapshot has no node parameters.
+func listenHosts(snap *model.Snapshot) []string {
+	var out []string
+	for _, f := range []model.Family{model.IPv4, model.IPv6} {
+		np, ok := snap.NodeParams(f)
+		if !ok || np.NodePortAll {
+			return []string{""}
+		}
+		for _, a := range np.NodePortIPs {
+			out = append(out, a.String())
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

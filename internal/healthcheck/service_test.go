@@ -33,7 +33,8 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 			{IP: netip.MustParseAddr("10.0.0.1"), Port: 80, IsLocal: false, Ready: true},
 		}},
 	}
-	h := NewServiceHealth(func(*model.Node) (bool, []netip.Addr) { return false, []netip.Addr{netip.MustParseAddr("127.0.0.1")} }, nil)
+	snap.Nodes = nodePortsOn("127.0.0.1")
+	h := NewServiceHealth(nil)
 	defer h.Stop()
 	h.Sync(snap)
 	get := func() (int, serviceBody, string) {
@@ -66,8 +67,16 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 	}
 }
 
-// TestServiceHealthFollowsNodeAddresses: the servers listen on what listenAddrs says
-// for the snapshot's Node, and move when the Node's addresses change.
+// nodePortsOn is the node parameters of a node whose NodePorts answer on ip only.
+func nodePortsOn(ip string) map[model.Family]model.NodeParams {
+	return map[model.Family]model.NodeParams{
+		model.IPv4: {Family: model.IPv4, NodePortIPs: []netip.Addr{netip.MustParseAddr(ip)}},
+		model.IPv6: {Family: model.IPv6},
+	}
+}
+
+// TestServiceHealthFollowsNodeAddresses: the servers listen on the snapshot's NodePort
+// addresses, and move when they change.
 func TestServiceHealthFollowsNodeAddresses(t *testing.T) {
 	port := freePort(t)
 	nn := types.NamespacedName{Namespace: "ns", Name: "lb"}
@@ -75,13 +84,14 @@ func TestServiceHealthFollowsNodeAddresses(t *testing.T) {
 	snap := func(nodeIP string) *model.Snapshot {
 		return &model.Snapshot{
 			Node:           &model.Node{Name: "n", Addresses: []netip.Addr{netip.MustParseAddr(nodeIP)}},
+			Nodes:          nodePortsOn(nodeIP),
 			PortsByService: map[types.NamespacedName][]*model.ServicePort{nn: {sp}},
 			Endpoints: map[model.ServicePortName][]*model.Endpoint{sp.Name: {
 				{IP: netip.MustParseAddr("10.0.0.1"), Port: 80, IsLocal: true, Ready: true},
 			}},
 		}
 	}
-	h := NewServiceHealth(func(n *model.Node) (bool, []netip.Addr) { return false, n.Addresses }, nil)
+	h := NewServiceHealth(nil)
 	defer h.Stop()
 	answers := func(ip string) bool {
 		resp, err := http.Get(fmt.Sprintf("http://%s:%d/", ip, port))

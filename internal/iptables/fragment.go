@@ -96,8 +96,8 @@ func (f *fragment) hasFilterRules() bool {
 // words renders rule words as restore text (quoting is done by comment()).
 func words(ws ...[]string) string { return strings.Join(join(ws...), " ") }
 
-// buildFragment computes one ServicePort's rules. The decisions are upstream
-// kube-proxy's (model.PlanPort); this only spells them in iptables.
+// buildFragment computes one ServicePort's rules. The decisions are the plan's
+// (model.PlanPort); this only spells them in iptables.
 func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node *model.Node, markMasq []string) *fragment {
 	plan := model.PlanPort(sp, eps, node, p.Family)
 	f := &fragment{}
@@ -106,77 +106,79 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 	protoArgs := []string{"-m", proto, "-p", proto}
 	chains := chainsFor(sp)
 	clusterChain, localChain := "", ""
-	if plan.ClusterChain {
+	if len(plan.ClusterEndpoints) > 0 {
 		clusterChain = chains.svc
 	}
-	if plan.LocalChain {
+	if len(plan.LocalEndpoints) > 0 {
 		localChain = chains.svl
 	}
-	internalChain, externalPolicyChain := clusterChain, clusterChain
-	if plan.InternalLocal {
-		internalChain = localChain
+	// policyChain is the chain that spreads a target's traffic over its endpoints.
+	policyChain := func(t model.Target) string {
+		if t.Local {
+			return localChain
+		}
+		return clusterChain
 	}
-	if plan.ExternalLocal {
-		externalPolicyChain = localChain
-	}
-	usesFW := plan.HasEndpoints && plan.Firewalled
+	internalChain, externalPolicyChain := policyChain(plan.Internal), policyChain(plan.External)
+	// The firewall chain exists only with endpoints: without, the filter table rejects.
+	usesFW := plan.Firewalled && plan.External.Verdict != model.Reject
 	lbChain := chains.ext
 	if usesFW {
 		lbChain = chains.fw
 	}
 
 	// What the filter table does with traffic that finds no usable endpoint.
-	var internalFilter, externalFilter []string
-	if !plan.HasEndpoints {
-		internalFilter = join(comment(name+" has no endpoints"), []string{"-j", "REJECT"})
-		externalFilter = internalFilter
-	} else {
-		if !plan.HasInternal {
-			internalFilter = join(comment(name+" has no local endpoints"), []string{"-j", "DROP"})
-			f.noLocalInternal = true
+	filterRule := func(t model.Target) []string {
+		switch t.Verdict {
+		case model.Reject:
+			return join(comment(name+" has no endpoints"), []string{"-j", "REJECT"})
+		case model.Drop:
+			return join(comment(name+" has no local endpoints"), []string{"-j", "DROP"})
 		}
-		if !plan.HasExternal {
-			externalFilter = join(comment(name+" has no local endpoints"), []string{"-j", "DROP"})
-			f.noLocalExternal = true
-		}
+		return nil
 	}
+	internalFilter, externalFilter := filterRule(plan.Internal), filterRule(plan.External)
+	f.noLocalInternal, f.noLocalExternal = plan.Internal.NoLocalEndpoints(), plan.External.NoLocalEndpoints()
+	// The external addresses exist (are dispatched to the external stage) whenever the
+	// Service has endpoints at all: the stage's short-circuits may still apply.
+	externalExists := plan.External.Verdict != model.Reject
 	dport := []string{"--dport", strconv.Itoa(int(sp.Port))}
 	dst := func(a netip.Addr) []string { return []string{"-d", a.String()} }
 	addFilter := func(c filterChain, rule string) { f.filter[c] = append(f.filter[c], rule) }
 	addDispatch := func(a netip.Addr, rule string) { f.dispatch = append(f.dispatch, addrRule{addr: a, rule: rule}) }
 
 	// The ClusterIP.
-	if plan.HasInternal {
+	if plan.Internal.Verdict == model.Forward {
 		addDispatch(plan.ClusterIP, words(comment(name+" cluster IP"), protoArgs, dst(plan.ClusterIP), dport, []string{"-j", internalChain}))
 	} else {
 		addFilter(filterServices, words(internalFilter[:4], protoArgs, dst(plan.ClusterIP), dport, internalFilter[4:]))
 	}
 	// externalIPs.
 	for _, ip := range plan.ExternalIPs {
-		if plan.HasEndpoints {
+		if externalExists {
 			addDispatch(ip, words(comment(name+" external IP"), protoArgs, dst(ip), dport, []string{"-j", chains.ext}))
 		}
-		if !plan.HasExternal {
+		if externalFilter != nil {
 			addFilter(filterExternalServices, words(externalFilter[:4], protoArgs, dst(ip), dport, externalFilter[4:]))
 		}
 	}
 	// LoadBalancer ingress IPs.
 	for _, ip := range plan.LBIPs {
-		if plan.HasEndpoints {
+		if externalExists {
 			addDispatch(ip, words(comment(name+" loadbalancer IP"), protoArgs, dst(ip), dport, []string{"-j", lbChain}))
 		}
 		if usesFW {
 			addFilter(filterProxyFirewall, words(comment(fmt.Sprintf("%s traffic not accepted by %s", name, chains.fw)),
 				protoArgs, dst(ip), dport, []string{"-j", "DROP"}))
 		}
-		if !plan.HasExternal {
+		if externalFilter != nil {
 			addFilter(filterExternalServices, words(externalFilter[:4], protoArgs, dst(ip), dport, externalFilter[4:]))
 		}
 	}
 	// The NodePort.
 	if sp.NodePort != 0 {
 		np := []string{"--dport", strconv.Itoa(int(sp.NodePort))}
-		if plan.HasEndpoints {
+		if externalExists {
 			if localhostNodePorts(p) && p.NFAcct {
 				// Upstream's rule that only counts: the same jump for 127.0.0.0/8.
 				f.nodePorts = append(f.nodePorts, words(comment(name), protoArgs, []string{"-d", "127.0.0.0/8"}, np,
@@ -184,14 +186,14 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 			}
 			f.nodePorts = append(f.nodePorts, words(comment(name), protoArgs, np, []string{"-j", chains.ext}))
 		}
-		if !plan.HasExternal {
+		if externalFilter != nil {
 			addFilter(filterExternalServices, words(externalFilter[:4], []string{"-m", "addrtype", "--dst-type", "LOCAL"}, protoArgs, np, externalFilter[4:]))
 		}
 	}
 	// The health check node port is accepted whether or not there are local endpoints.
-	if sp.HealthCheckNodePort != 0 {
+	if plan.HealthCheckNodePort != 0 {
 		addFilter(filterNodePorts, words(comment(name+" health check node port"),
-			[]string{"-m", "tcp", "-p", "tcp", "--dport", strconv.Itoa(int(sp.HealthCheckNodePort)), "-j", "ACCEPT"}))
+			[]string{"-m", "tcp", "-p", "tcp", "--dport", strconv.Itoa(int(plan.HealthCheckNodePort)), "-j", "ACCEPT"}))
 	}
 
 	// The port's own chains.
@@ -199,7 +201,7 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 	activate := func(c string) {
 		f.chainNames = append(f.chainNames, c)
 	}
-	if plan.HasInternal {
+	if plan.Internal.Verdict == model.Forward {
 		args := join([]string{"-A", internalChain}, comment(name+" cluster IP"), protoArgs, dst(plan.ClusterIP), dport)
 		if p.MasqueradeAll {
 			ownRules.rule(append(args, markMasq...)...)
@@ -207,64 +209,57 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 			ownRules.rule(join(args, p.LocalDetector.ifNotLocal, markMasq)...)
 		}
 	}
-	if plan.ExternalChain {
+	if plan.ExternalDispatch {
 		activate(chains.ext)
 		ext := []string{"-A", chains.ext}
-		if !sp.ExternalPolicyLocal {
+		if plan.MasqueradeExternal {
 			ownRules.rule(join(ext, comment("masquerade traffic for "+name+" external destinations"), markMasq)...)
 		} else {
 			// Pod traffic to an external destination is not subject to the traffic
 			// policy (as if it went out to the load balancer and came back in).
-			if p.LocalDetector.Implemented() && clusterChain != "" {
+			if p.LocalDetector.Implemented() && plan.ShortCircuit {
 				ownRules.rule(join(ext, comment("pod traffic for "+name+" external destinations"), p.LocalDetector.ifLocal, []string{"-j", clusterChain})...)
 			}
 			// Traffic from the node itself must be masqueraded: its source would be
 			// the external IP itself.
 			ownRules.rule(join(ext, comment("masquerade LOCAL traffic for "+name+" external destinations"),
 				[]string{"-m", "addrtype", "--src-type", "LOCAL"}, markMasq)...)
-			if clusterChain != "" {
+			if plan.ShortCircuit {
 				ownRules.rule(join(ext, comment("route LOCAL traffic for "+name+" external destinations"),
 					[]string{"-m", "addrtype", "--src-type", "LOCAL", "-j", clusterChain})...)
 			}
 		}
-		if plan.HasExternal {
+		if plan.External.Verdict == model.Forward {
 			ownRules.rule(join(ext, []string{"-j", externalPolicyChain})...)
 		}
 	}
 	if usesFW {
 		activate(chains.fw)
 		fw := join([]string{"-A", chains.fw}, comment(name+" loadbalancer IP"))
-		allowFromNode := false
 		for _, r := range plan.SourceRanges {
 			ownRules.rule(join(fw, []string{"-s", r.String(), "-j", chains.ext})...)
-			for _, nip := range p.NodeIPs {
-				allowFromNode = allowFromNode || r.Contains(nip)
-			}
 		}
-		// A node reaching its own LB VIP loops back with the VIP as source.
-		if allowFromNode {
-			for _, ip := range plan.LBIPs {
-				ownRules.rule(join(fw, []string{"-s", ip.String(), "-j", chains.ext})...)
-			}
+		for _, ip := range plan.SourceLBIPs {
+			ownRules.rule(join(fw, []string{"-s", ip.String(), "-j", chains.ext})...)
 		}
 		ownRules.rule(join([]string{"-A", chains.fw}, comment("other traffic to "+name+" will be dropped by KUBE-PROXY-FIREWALL"))...)
 	}
-	if plan.ClusterChain {
+	if clusterChain != "" {
 		activate(clusterChain)
-		writeEndpointJumps(&ownRules, sp, clusterChain, plan.Sets.Cluster)
+		writeEndpointJumps(&ownRules, sp, clusterChain, plan.ClusterEndpoints)
 	}
-	if plan.LocalChain {
+	if localChain != "" {
 		activate(localChain)
-		writeEndpointJumps(&ownRules, sp, localChain, plan.Sets.Local)
+		writeEndpointJumps(&ownRules, sp, localChain, plan.LocalEndpoints)
 	}
-	for _, ep := range plan.Sets.AllReachable {
+	for _, ep := range plan.AllEndpoints {
 		sep := endpointChain(sp, ep)
 		activate(sep)
 		args := join([]string{"-A", sep}, comment(name))
 		// Hairpin: a pod that reaches itself through the Service must see another
 		// source, or its reply would not go back through the DNAT.
 		ownRules.rule(join(args, []string{"-s", ep.IP.String()}, markMasq)...)
-		if sp.StickyMaxAgeSeconds > 0 {
+		if plan.Affinity > 0 {
 			args = append(args, "-m", "recent", "--name", sep, "--set")
 		}
 		ownRules.rule(join(args, protoArgs, []string{"-j", "DNAT", "--to-destination", ep.String()})...)

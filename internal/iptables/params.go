@@ -14,11 +14,10 @@ type Params struct {
 	MasqueradeAll bool
 	// MasqueradeBit is the fwmark bit KUBE-MARK-MASQ sets (14 gives 0x4000).
 	MasqueradeBit int
-	// LocalDetector tells pod traffic from other traffic; the zero value detects nothing.
+	// LocalDetector tells pod traffic from other traffic; the zero value detects
+	// nothing. It and the NodePort addresses are the node's parameters: the Proxier
+	// sets them at each sync from the snapshot (model.NodeParams).
 	LocalDetector LocalDetector
-	// DetectLocalByNodeCIDR makes the proxier derive LocalDetector from the Node's
-	// podCIDR of the family at each sync (detect-local mode NodeCIDR).
-	DetectLocalByNodeCIDR bool
 	// NodePortAll means NodePorts answer on every local address (nodePortAddresses
 	// unset or "all"); otherwise only on NodePortIPs.
 	NodePortAll bool
@@ -26,9 +25,6 @@ type Params struct {
 	// LocalhostNodePorts lets NodePorts answer on 127.0.0.0/8 (IPv4 only; needs
 	// route_localnet, which the applier sets).
 	LocalhostNodePorts bool
-	// NodeIPs are the node's addresses of this family; a loadBalancerSourceRange that
-	// holds one of them also admits the LB IPs as sources, like upstream.
-	NodeIPs []netip.Addr
 	// DropInvalid adds KUBE-FORWARD's ctstate INVALID drop (upstream omits it when
 	// nf_conntrack_tcp_be_liberal is set).
 	DropInvalid bool
@@ -48,6 +44,19 @@ type LocalDetector struct {
 
 // Implemented reports whether the detector matches anything.
 func (d LocalDetector) Implemented() bool { return len(d.ifLocal) > 0 }
+
+// DetectorFor spells the node's local-traffic detector in iptables matches.
+func DetectorFor(l model.LocalTraffic) LocalDetector {
+	switch {
+	case l.CIDR.IsValid():
+		return DetectByCIDR(l.CIDR)
+	case l.Interface != "":
+		return DetectByBridge(l.Interface)
+	case l.InterfacePrefix != "":
+		return DetectByInterfacePrefix(l.InterfacePrefix)
+	}
+	return LocalDetector{}
+}
 
 // DetectByCIDR matches sources in a CIDR (modes ClusterCIDR and NodeCIDR).
 func DetectByCIDR(cidr netip.Prefix) LocalDetector {

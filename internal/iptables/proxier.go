@@ -3,7 +3,6 @@ package iptables
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -18,8 +17,6 @@ import (
 type Proxier struct {
 	params Params
 	runner Runner
-	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
-	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
 	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
 	// to the change.
 	builder *Builder
@@ -30,9 +27,11 @@ type Proxier struct {
 	programmed atomic.Bool
 }
 
-// NewProxier returns a Proxier. nodePortIPs may be nil, meaning every local address.
-func NewProxier(p Params, r Runner, nodePortIPs func(node *model.Node) (bool, []netip.Addr)) *Proxier {
-	return &Proxier{params: p, runner: r, nodePorts: nodePortIPs, builder: NewBuilder()}
+// NewProxier returns a Proxier. The node's parameters in p (LocalDetector,
+// NodePortAll, NodePortIPs) are replaced at each sync by the snapshot's, when it has
+// them (model.Snapshot.NodeParams).
+func NewProxier(p Params, r Runner) *Proxier {
+	return &Proxier{params: p, runner: r, builder: NewBuilder()}
 }
 
 // Family is the IP family this proxier programs.
@@ -43,29 +42,9 @@ func (p *Proxier) Family() model.Family { return p.params.Family }
 func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	start := time.Now()
 	params := p.params
-	params.NodeIPs = nil
-	if snap.Node != nil {
-		for _, ip := range snap.Node.Addresses {
-			if model.FamilyOf(ip) == params.Family {
-				params.NodeIPs = append(params.NodeIPs, ip)
-			}
-		}
-	}
-	if params.DetectLocalByNodeCIDR {
-		params.LocalDetector = LocalDetector{}
-		if snap.Node != nil {
-			for _, c := range snap.Node.PodCIDRs {
-				if model.FamilyOf(c.Addr()) == params.Family {
-					params.LocalDetector = DetectByCIDR(c)
-					break
-				}
-			}
-		}
-	}
-	params.NodePortAll = true
-	if p.nodePorts != nil {
-		all, ips := p.nodePorts(snap.Node)
-		params.NodePortAll, params.NodePortIPs = all, ips
+	if node, ok := snap.NodeParams(params.Family); ok {
+		params.LocalDetector = DetectorFor(node.LocalTraffic)
+		params.NodePortAll, params.NodePortIPs = node.NodePortAll, node.NodePortIPs
 	}
 	if full {
 		if err := p.setupKernel(); err != nil {

@@ -513,8 +513,8 @@ func compareNames(a, b types.NamespacedName) int {
 // when they differ the build is full.
 func paramsEqual(a, b Params) bool {
 	return a.Family == b.Family && a.MasqueradeAll == b.MasqueradeAll && a.MasqueradeBit == b.MasqueradeBit &&
-		slices.Equal(a.LocalDetector.ifLocal, b.LocalDetector.ifLocal) && a.DetectLocalByNodeCIDR == b.DetectLocalByNodeCIDR &&
+		slices.Equal(a.LocalDetector.ifLocal, b.LocalDetector.ifLocal) &&
 		a.NodePortAll == b.NodePortAll && slices.Equal(a.NodePortIPs, b.NodePortIPs) &&
-		a.LocalhostNodePorts == b.LocalhostNodePorts && slices.Equal(a.NodeIPs, b.NodeIPs) && a.DropInvalid == b.DropInvalid &&
+		a.LocalhostNodePorts == b.LocalhostNodePorts && a.DropInvalid == b.DropInvalid &&
 		a.NFAcct == b.NFAcct
 }

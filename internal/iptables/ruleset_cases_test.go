@@ -90,9 +90,9 @@ func TestSourceRangesFirewall(t *testing.T) {
 	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
 	sp.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}
 	sp.NodePort = 3001
-	params := referenceParams()
-	params.NodeIPs = []netip.Addr{netip.MustParseAddr("192.168.0.2")}
-	rs := Build(BuildInput{Params: params, Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.180.0.1", 80, "n")}}), Full: true})
+	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.180.0.1", 80, "n")}})
+	snap.Node = &model.Node{Name: "n", Addresses: []netip.Addr{netip.MustParseAddr("192.168.0.2")}}
+	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
 	c := chainsFor(sp)
 	mustContain(t, rs.Data,
 		`-A KUBE-SERVICES -m comment --comment "ns/fw:http loadbalancer IP" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j `+c.fw,

@@ -40,9 +40,6 @@ type PlanInput struct {
 	Scheduler string
 	// NodePortIPs are the addresses NodePort virtual servers are made for.
 	NodePortIPs []netip.Addr
-	// NodeIPs are the node's addresses; a loadBalancerSourceRange holding one of them
-	// also admits the LB IPs as sources (the node reaching its own LB VIP).
-	NodeIPs []netip.Addr
 }
 
 // Plan is the desired kernel state of one family.
@@ -89,25 +86,17 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	proto := sp.ProtocolLower()
 	set := func(base string, member string) { p.Sets[setName(f, base)] = append(p.Sets[setName(f, base)], member) }
 	plan := model.PlanPort(sp, in.Snapshot.Endpoints[sp.Name], in.Snapshot.Node, f)
-	sets := plan.Sets
+	// Virtual servers cannot drop or reject: a target without endpoints gets a
+	// virtual server without real servers, which refuses (see noteGaps).
+	internal, external := plan.Internal.Endpoints, plan.External.Endpoints
 
-	internal := sets.Cluster
-	if sp.InternalPolicyLocal {
-		internal = sets.Local
-	}
-	external := sets.Cluster
-	if sp.ExternalPolicyLocal {
-		external = sets.Local
-	}
-	externalIPs, lbIPs, accessible := plan.ExternalIPs, plan.LBIPs, plan.ExternallyReachable
-
-	p.noteGaps(sp, sets, internal, external, accessible, len(lbIPs) > 0)
+	p.noteGaps(sp.Name.String(), &plan)
 
 	add := func(ip netip.Addr, port int32, dests []*model.Endpoint) {
 		key := VSKey{Addr: ip, Protocol: sp.Protocol, Port: uint16(port)}
 		vs := &VirtualServer{Key: key, Scheduler: in.Scheduler, Service: name}
-		if sp.StickyMaxAgeSeconds > 0 {
-			vs.PersistenceSeconds = uint32(sp.StickyMaxAgeSeconds)
+		if plan.Affinity > 0 {
+			vs.PersistenceSeconds = uint32(plan.Affinity.Seconds())
 		}
 		for _, e := range dests {
 			vs.Destinations = append(vs.Destinations, e.AddrPort())
@@ -117,15 +106,16 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	}
 
 	// The ClusterIP.
+	clusterIP = plan.ClusterIP
 	vips[clusterIP] = true
 	add(clusterIP, sp.Port, internal)
 	set(setClusterIP, ipPort(clusterIP, proto, sp.Port))
 
 	// externalIPs: masqueraded unless externalTrafficPolicy is Local.
-	for _, ip := range externalIPs {
+	for _, ip := range plan.ExternalIPs {
 		vips[ip] = true
 		add(ip, sp.Port, external)
-		if sp.ExternalPolicyLocal {
+		if plan.External.Local {
 			set(setExternalIPLocal, ipPort(ip, proto, sp.Port))
 		} else {
 			set(setExternalIP, ipPort(ip, proto, sp.Port))
@@ -133,30 +123,25 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	}
 
 	// LoadBalancer ingress IPs, with their source ranges.
-	ranges, firewalled := plan.SourceRanges, plan.Firewalled
-	for _, ip := range lbIPs {
+	for _, ip := range plan.LBIPs {
 		vips[ip] = true
 		add(ip, sp.Port, external)
 		entry := ipPort(ip, proto, sp.Port)
 		set(setLoadBalancer, entry)
-		if sp.ExternalPolicyLocal {
+		if plan.External.Local {
 			set(setLoadBalancerLocal, entry)
 		}
-		if !firewalled {
+		if !plan.Firewalled {
 			continue
 		}
 		set(setLoadBalancerFW, entry)
-		fromNode := false
-		for _, r := range ranges {
+		for _, r := range plan.SourceRanges {
 			set(setLBSourceCIDR, entry+","+r.String())
-			for _, n := range in.NodeIPs {
-				fromNode = fromNode || r.Contains(n)
-			}
 		}
 		// The node reaching its own LB VIP has the VIP as source (it is bound to
-		// kube-ipvs0), so a range admitting the node admits the VIP too.
-		if fromNode {
-			set(setLBSourceIP, entry+","+ip.String())
+		// kube-ipvs0): the plan admits the LB IPs as sources then.
+		for _, src := range plan.SourceLBIPs {
+			set(setLBSourceIP, entry+","+src.String())
 		}
 	}
 
@@ -172,24 +157,24 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 				all, local = setNodePortUDP, setNodePortLocalUDP
 			}
 			set(all, fmt.Sprint(sp.NodePort))
-			if sp.ExternalPolicyLocal {
+			if plan.External.Local {
 				set(local, fmt.Sprint(sp.NodePort))
 			}
 		case v1.ProtocolSCTP:
 			for _, ip := range in.NodePortIPs {
 				set(setNodePortSCTP, ipPort(ip, proto, sp.NodePort))
-				if sp.ExternalPolicyLocal {
+				if plan.External.Local {
 					set(setNodePortLocalSCTP, ipPort(ip, proto, sp.NodePort))
 				}
 			}
 		}
 	}
-	if sp.HealthCheckNodePort != 0 {
-		set(setHealthCheckNodePort, fmt.Sprint(sp.HealthCheckNodePort))
+	if plan.HealthCheckNodePort != 0 {
+		set(setHealthCheckNodePort, fmt.Sprint(plan.HealthCheckNodePort))
 	}
 
 	// Hairpin: a local endpoint reaching itself through the Service is masqueraded.
-	for _, e := range sets.AllReachable {
+	for _, e := range plan.AllEndpoints {
 		if e.IsLocal {
 			set(setLoopBack, fmt.Sprintf("%s,%s:%d,%s", e.IP, proto, e.Port, e.IP))
 		}
@@ -198,18 +183,17 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 
 // noteGaps records the semantics upstream's iptables mode has for this port that
 // virtual servers cannot express.
-func (p *Plan) noteGaps(sp *model.ServicePort, sets model.EndpointSets, internal, external []*model.Endpoint, accessible, hasLB bool) {
-	name := sp.Name.String()
+func (p *Plan) noteGaps(name string, plan *model.PortPlan) {
 	gap := func(s string) { p.Gaps[name] = append(p.Gaps[name], s) }
-	if sets.HasAny && len(internal) == 0 && sp.InternalPolicyLocal {
+	if plan.Internal.NoLocalEndpoints() {
 		p.NoLocalEndpoints["internal"]++
 		gap("internalTrafficPolicy Local without local endpoints: the ClusterIP answers ICMP port-unreachable (refused) instead of dropping")
 	}
-	if accessible && sp.ExternalPolicyLocal {
-		if sets.HasAny && len(external) == 0 {
-			p.NoLocalEndpoints["external"]++
-			gap("externalTrafficPolicy Local without local endpoints: external addresses answer ICMP port-unreachable (refused) instead of dropping")
-		}
+	if plan.External.NoLocalEndpoints() {
+		p.NoLocalEndpoints["external"]++
+		gap("externalTrafficPolicy Local without local endpoints: external addresses answer ICMP port-unreachable (refused) instead of dropping")
+	}
+	if plan.ShortCircuit {
 		gap("externalTrafficPolicy Local: pods and the node itself also reach only local endpoints through external addresses (no short-circuit to the cluster-wide set)")
 	}
 }

@@ -24,15 +24,9 @@ type Config struct {
 	Scheduler     string // "" means rr
 	MasqueradeAll bool
 	MasqueradeBit int
-	// NotLocal are the iptables arguments matching traffic not from local pods; with
-	// NotLocalFromNodeCIDR they are derived from the Node's podCIDR at each sync.
-	NotLocal             []string
-	NotLocalFromNodeCIDR bool
 	// ExcludeCIDRs are addresses whose virtual servers kproxy never deletes.
 	ExcludeCIDRs []netip.Prefix
-	// NodePorts says where NodePorts answer: every local address (all), or ips.
-	NodePorts func(node *model.Node) (all bool, ips []netip.Addr)
-	StrictARP bool
+	StrictARP    bool
 	// TCPTimeout, TCPFinTimeout and UDPTimeout set IPVS's own timeouts when > 0.
 	TCPTimeout, TCPFinTimeout, UDPTimeout time.Duration
 	// DrainInterval is how often draining real servers are checked; default 2s.
@@ -135,10 +129,13 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	f := p.cfg.Family
 	full = full || !p.synced
 
-	all, npIPs := true, []netip.Addr(nil)
-	if p.cfg.NodePorts != nil {
-		all, npIPs = p.cfg.NodePorts(snap.Node)
+	// Where NodePorts answer and how local traffic is told apart: the node's
+	// parameters of this sync.
+	node, ok := snap.NodeParams(f)
+	if !ok {
+		node.NodePortAll = true // driven without a resolver: every address
 	}
+	all, npIPs := node.NodePortAll, node.NodePortIPs
 	if all {
 		local, err := p.links.LocalAddrs(f, DummyInterface)
 		if err != nil {
@@ -147,11 +144,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		npIPs = local
 	}
 	npIPs = usableNodePortIPs(npIPs, f)
-	var nodeIPs []netip.Addr
-	if snap.Node != nil {
-		nodeIPs = model.AddrsOf(snap.Node.Addresses, f)
-	}
-	plan := BuildPlan(PlanInput{Family: f, Snapshot: snap, Scheduler: p.cfg.Scheduler, NodePortIPs: npIPs, NodeIPs: nodeIPs})
+	plan := BuildPlan(PlanInput{Family: f, Snapshot: snap, Scheduler: p.cfg.Scheduler, NodePortIPs: npIPs})
 
 	fail := func(err error) error {
 		p.synced = false
@@ -175,7 +168,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	} else {
 		setsDone <- nil
 	}
-	rules := Rules(p.ruleParams(snap, all, npIPs))
+	rules := Rules(p.ruleParams(node.LocalTraffic, all, npIPs))
 	writeRules := full || !bytes.Equal(rules, p.lastRules)
 	var natSave, filterSave []byte
 	var saveErr error
@@ -255,21 +248,23 @@ func (p *Proxier) saveNATAndFilter() (nat, filter []byte, err error) {
 	return nat, filter, errors.Join(err, filterErr)
 }
 
-func (p *Proxier) ruleParams(snap *model.Snapshot, all bool, npIPs []netip.Addr) RuleParams {
-	rp := RuleParams{Family: p.cfg.Family, MasqueradeAll: p.cfg.MasqueradeAll, MasqueradeBit: p.cfg.MasqueradeBit,
-		NotLocal: p.cfg.NotLocal, NodePortAll: all, NodePortIPs: npIPs}
-	if p.cfg.NotLocalFromNodeCIDR {
-		rp.NotLocal = nil
-		if snap.Node != nil {
-			for _, c := range snap.Node.PodCIDRs {
-				if model.FamilyOf(c.Addr()) == p.cfg.Family {
-					rp.NotLocal = []string{"!", "-s", c.String()}
-					break
-				}
-			}
-		}
+func (p *Proxier) ruleParams(local model.LocalTraffic, all bool, npIPs []netip.Addr) RuleParams {
+	return RuleParams{Family: p.cfg.Family, MasqueradeAll: p.cfg.MasqueradeAll, MasqueradeBit: p.cfg.MasqueradeBit,
+		NotLocal: notLocal(local), NodePortAll: all, NodePortIPs: npIPs}
+}
+
+// notLocal spells the detector's negation as iptables match arguments: traffic not
+// from local pods. Empty when the detector detects nothing.
+func notLocal(l model.LocalTraffic) []string {
+	switch {
+	case l.CIDR.IsValid():
+		return []string{"!", "-s", l.CIDR.String()}
+	case l.Interface != "":
+		return []string{"!", "-i", l.Interface}
+	case l.InterfacePrefix != "":
+		return []string{"!", "-i", l.InterfacePrefix + "+"}
 	}
-	return rp
+	return nil
 }
 
 // usableNodePortIPs drops the addresses NodePorts never answer on in this mode:
@@ -317,7 +312,8 @@ func (p *Proxier) Flushed() bool {
 		p.flushCheckedAt = time.Now()
 	}
 	p.mu.Unlock()
-	// The loop asks every second; each check runs iptables, so look less often.
+	// The loop asks several times a second (proxy.Options.FlushCheckInterval); each
+	// check runs iptables, so look at most every flushCheckInterval.
 	if !synced || time.Since(checked) < flushCheckInterval {
 		return false
 	}

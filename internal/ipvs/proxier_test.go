@@ -80,13 +80,15 @@ func (r *rig) sync(t *testing.T, s *model.Snapshot, full bool) {
 }
 
 func TestSyncProgramsEveryServiceAddress(t *testing.T) {
-	r := newRig(t, Config{NotLocal: []string{"!", "-s", "10.244.0.0/16"}})
+	r := newRig(t, Config{})
 	web := &model.ServicePort{Name: spName("web", "http", v1.ProtocolTCP), ClusterIPs: addrs("10.96.0.10"), Port: 80, NodePort: 30080,
 		ExternalIPs: addrs("192.168.70.10"), LoadBalancerIPs: addrs("192.168.60.10"),
 		LoadBalancerSourceRanges: []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24")}, StickyMaxAgeSeconds: 300}
 	dns := &model.ServicePort{Name: spName("dns", "dns", v1.ProtocolUDP), ClusterIPs: addrs("10.96.0.53", "fd00::53"), Port: 53, Protocol: v1.ProtocolUDP}
 	s := newSnap().add(web, ep("10.244.1.11", 8080, true), ep("10.244.2.11", 8080, false)).
 		add(dns, ep("10.244.2.12", 53, false), ep("fd00:1::1", 53, false)).s
+	s.Nodes = map[model.Family]model.NodeParams{model.IPv4: {Family: model.IPv4, NodePortAll: true,
+		LocalTraffic: model.LocalTraffic{CIDR: netip.MustParsePrefix("10.244.0.0/16")}}}
 	r.sync(t, s, true)
 
 	want := strings.Join([]string{

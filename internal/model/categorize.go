@@ -2,18 +2,17 @@ package model
 
 import "slices"
 
-// EndpointSets says which endpoints each kind of traffic to one ServicePort may use.
-type EndpointSets struct {
-	// Cluster is used by traffic under the Cluster policy; nil when no traffic uses it.
-	Cluster []*Endpoint
-	// Local is used by traffic under the Local policy (only endpoints on this node).
-	Local []*Endpoint
-	// AllReachable is the union of Cluster and Local: the endpoints that get a
-	// per-endpoint chain or entry.
-	AllReachable []*Endpoint
-	// HasAny is false when the Service has no usable endpoint anywhere: traffic to it
+// endpointSets says which endpoints each kind of traffic to one ServicePort may use.
+type endpointSets struct {
+	// cluster is used by traffic under the Cluster policy; nil when no traffic uses it.
+	cluster []*Endpoint
+	// local is used by traffic under the Local policy (only endpoints on this node).
+	local []*Endpoint
+	// all is the union of cluster and local.
+	all []*Endpoint
+	// any is false when the Service has no usable endpoint anywhere: traffic to it
 	// is rejected. (With endpoints elsewhere but none local, Local traffic is dropped.)
-	HasAny bool
+	any bool
 }
 
 // UsesClusterEndpoints reports whether some traffic to the port uses the Cluster policy.
@@ -26,49 +25,49 @@ func (p *ServicePort) UsesLocalEndpoints() bool {
 	return p.InternalPolicyLocal || (p.ExternallyAccessible() && p.ExternalPolicyLocal)
 }
 
-// CategorizeEndpoints applies upstream's rules: only ready endpoints are used; when a
+// categorize applies upstream's rules: only ready endpoints are used; when a
 // set has no ready endpoint it falls back to serving-and-terminating ones; topology
 // hints narrow the Cluster set when every ready endpoint carries them and one matches
 // this node (or its zone). The Cluster and Local sets fall back independently.
-func CategorizeEndpoints(eps []*Endpoint, sp *ServicePort, node *Node) EndpointSets {
-	var s EndpointSets
+func categorize(eps []*Endpoint, sp *ServicePort, node *Node) endpointSets {
+	var s endpointSets
 	if sp.UsesClusterEndpoints() {
 		mode := topologyMode(eps, node)
-		s.Cluster = filter(eps, func(e *Endpoint) bool { return e.Ready && availableForTopology(e, mode, node) })
-		if len(s.Cluster) == 0 {
-			s.Cluster = filter(eps, func(e *Endpoint) bool { return e.Serving && e.Terminating })
+		s.cluster = filter(eps, func(e *Endpoint) bool { return e.Ready && availableForTopology(e, mode, node) })
+		if len(s.cluster) == 0 {
+			s.cluster = filter(eps, func(e *Endpoint) bool { return e.Serving && e.Terminating })
 		}
-		s.HasAny = len(s.Cluster) > 0
+		s.any = len(s.cluster) > 0
 	}
 	if !sp.UsesLocalEndpoints() {
-		s.AllReachable = s.Cluster
+		s.all = s.cluster
 		return s
 	}
 	hasLocalReady, hasLocalServingTerminating := false, false
 	for _, e := range eps {
 		switch {
 		case e.Ready:
-			s.HasAny = true
+			s.any = true
 			hasLocalReady = hasLocalReady || e.IsLocal
 		case e.Serving && e.Terminating:
-			s.HasAny = true
+			s.any = true
 			hasLocalServingTerminating = hasLocalServingTerminating || e.IsLocal
 		}
 	}
 	switch {
 	case hasLocalReady:
-		s.Local = filter(eps, func(e *Endpoint) bool { return e.IsLocal && e.Ready })
+		s.local = filter(eps, func(e *Endpoint) bool { return e.IsLocal && e.Ready })
 	case hasLocalServingTerminating:
-		s.Local = filter(eps, func(e *Endpoint) bool { return e.IsLocal && e.Serving && e.Terminating })
+		s.local = filter(eps, func(e *Endpoint) bool { return e.IsLocal && e.Serving && e.Terminating })
 	}
 	if !sp.UsesClusterEndpoints() {
-		s.AllReachable = s.Local
+		s.all = s.local
 		return s
 	}
-	s.AllReachable = append([]*Endpoint(nil), s.Cluster...)
-	for _, e := range s.Local {
-		if !slices.Contains(s.AllReachable, e) {
-			s.AllReachable = append(s.AllReachable, e)
+	s.all = append([]*Endpoint(nil), s.cluster...)
+	for _, e := range s.local {
+		if !slices.Contains(s.all, e) {
+			s.all = append(s.all, e)
 		}
 	}
 	return s

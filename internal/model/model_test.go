@@ -119,31 +119,6 @@ func TestParseAddrToleratesLeadingZeros(t *testing.T) {
 	}
 }
 
-func TestCategorizeTerminatingFallback(t *testing.T) {
-	sp := &ServicePort{Port: 80}
-	mk := func(ip string, ready, serving, terminating, local bool) *Endpoint {
-		return &Endpoint{IP: netip.MustParseAddr(ip), Port: 80, Ready: ready, Serving: serving, Terminating: terminating, IsLocal: local}
-	}
-	// No ready endpoint: serving-and-terminating ones are used, not-serving never.
-	eps := []*Endpoint{mk("10.0.0.1", false, true, true, false), mk("10.0.0.2", false, false, true, false)}
-	s := CategorizeEndpoints(eps, sp, nil)
-	if len(s.Cluster) != 1 || s.Cluster[0].IP.String() != "10.0.0.1" || !s.HasAny {
-		t.Errorf("cluster = %v", s.Cluster)
-	}
-	// With a ready endpoint, terminating ones are not used.
-	eps = append(eps, mk("10.0.0.3", true, true, false, false))
-	s = CategorizeEndpoints(eps, sp, nil)
-	if len(s.Cluster) != 1 || s.Cluster[0].IP.String() != "10.0.0.3" {
-		t.Errorf("cluster = %v", s.Cluster)
-	}
-	// internalTrafficPolicy Local with only remote endpoints: none local, but HasAny.
-	sp.InternalPolicyLocal = true
-	s = CategorizeEndpoints(eps, sp, nil)
-	if len(s.Local) != 0 || !s.HasAny || s.Cluster != nil {
-		t.Errorf("local = %v, hasAny = %v, cluster = %v", s.Local, s.HasAny, s.Cluster)
-	}
-}
-
 func TestTopologyFromTrafficDistribution(t *testing.T) {
 	node := &Node{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"}}
 	zoned := func(ip, nodeName, zone string) discovery.Endpoint {
@@ -156,7 +131,7 @@ func TestTopologyFromTrafficDistribution(t *testing.T) {
 	pick := func(td string) []string {
 		eps := SliceEndpoints(sl, "http", v1.ProtocolTCP, "node1", td)
 		var out []string
-		for _, e := range CategorizeEndpoints(eps, sp, node).Cluster {
+		for _, e := range PlanPort(sp, eps, node, IPv4).ClusterEndpoints {
 			out = append(out, e.IP.String())
 		}
 		return out

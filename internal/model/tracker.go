@@ -203,11 +203,14 @@ type Snapshot struct {
 	// Services holds every ServicePort a backend should program.
 	Services map[ServicePortName]*ServicePort
 	// Endpoints holds every endpoint of each ServicePort, sorted, unfiltered: backends
-	// choose among them with CategorizeEndpoints.
+	// choose among them with PlanPort.
 	Endpoints map[ServicePortName][]*Endpoint
 	// PortsByService lists each Service's ports, for backends that work per Service.
 	PortsByService map[types.NamespacedName][]*ServicePort
 	Node           *Node
+	// Nodes holds the node's parameters per family, resolved by the sync loop for this
+	// sync (see NodeParams); the Tracker leaves it empty.
+	Nodes map[Family]NodeParams
 	// Changed holds the Services whose ports or endpoints may have changed since the
 	// previous Snapshot (including deleted ones); NodeChanged says the Node changed.
 	Changed     map[types.NamespacedName]struct{}

@@ -102,7 +102,7 @@ func newTestProxier(p Params) *testProxier {
 		fam = knftables.IPv6Family
 	}
 	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: time.Unix(1_000_000, 0)}
-	tp.Proxier = NewProxier(p, tp.fake, nil)
+	tp.Proxier = NewProxier(p, tp.fake)
 	tp.now = func() time.Time { return tp.clock }
 	return tp
 }

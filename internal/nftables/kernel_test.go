@@ -138,7 +138,7 @@ func TestKernelSmoke(t *testing.T) {
 		t.Fatalf("knftables: %v", err)
 	}
 	clock := time.Now()
-	p := NewProxier(referenceParams(), nft, nil)
+	p := NewProxier(referenceParams(), nft)
 	p.now = func() time.Time { return clock }
 	w := referenceWorld()
 	lb := webPort()
@@ -221,7 +221,7 @@ func TestKernelSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	p6 := NewProxier(Params{Family: model.IPv6, MasqueradeBit: 14, LocalDetector: DetectByCIDR(netip.MustParsePrefix("fd00:10::/64")),
-		NodePortAll: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:30::/112")}}, nft6, nil)
+		NodePortAll: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:30::/112")}}, nft6)
 	w6 := newWorld()
 	v6 := &model.ServicePort{Name: spn("ns", "v6", "http"), ClusterIPs: addrs("fd00:30::10"), Port: 80, Protocol: v1.ProtocolTCP,
 		NodePort: 30081, ExternalPolicyLocal: true}
@@ -261,7 +261,7 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
 	}
-	p := NewProxier(referenceParams(), nft, nil)
+	p := NewProxier(referenceParams(), nft)
 	w := referenceWorld()
 	w.setAll(svc1(ep("10.180.0.1", 80, "node2")))
 	// A UDP Service shares the dispatch's shape (nft must accept its map with "meta
@@ -347,7 +347,7 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
 	}
-	p := NewProxier(referenceParams(), nft, nil)
+	p := NewProxier(referenceParams(), nft)
 	w := newWorld()
 	for i := 0; i < 1500; i++ {
 		sp := &model.ServicePort{Name: spn("a-namespace-of-some-length", fmt.Sprintf("a-service-name-%05d", i), "http"),

@@ -89,6 +89,9 @@ type portObjects struct {
 	// endpointMaps names the endpoint maps of the dispatch chains (named as the chains).
 	endpointMaps []string
 	elements     []element
+	// noLocalInternal and noLocalExternal say a Local policy of the port finds no
+	// local endpoint (for sync_proxy_rules_no_local_endpoints_total).
+	noLocalInternal, noLocalExternal bool
 }
 
 func (o *portObjects) chainMap() map[string]*chain {

@@ -15,19 +15,14 @@ type Params struct {
 	// MasqueradeBit is the packet mark bit that asks for masquerade (14 gives 0x4000),
 	// the same bit as the iptables backend uses.
 	MasqueradeBit int
-	// LocalDetector tells pod traffic from other traffic; the zero value detects nothing.
+	// LocalDetector tells pod traffic from other traffic; the zero value detects
+	// nothing. It and the NodePort addresses are the node's parameters: the Proxier
+	// sets them at each sync from the snapshot (model.NodeParams).
 	LocalDetector LocalDetector
-	// DetectLocalByNodeCIDR makes the proxier derive LocalDetector from the Node's
-	// podCIDR of the family at each sync (detect-local mode NodeCIDR); with no Node or
-	// no podCIDR of the family it detects nothing, like upstream.
-	DetectLocalByNodeCIDR bool
 	// NodePortAll means NodePorts answer on every local address except loopback;
 	// otherwise only on NodePortIPs (loopback addresses among them are ignored).
 	NodePortAll bool
 	NodePortIPs []netip.Addr
-	// NodeIPs are the node's addresses; a loadBalancerSourceRange that holds one of them
-	// also admits the LB IPs as sources, like upstream.
-	NodeIPs []netip.Addr
 	// ServiceCIDRs are the ranges ClusterIPs are allocated from: traffic to an address
 	// in them that no Service holds is dropped. May be empty (no such rule).
 	ServiceCIDRs []netip.Prefix
@@ -59,6 +54,19 @@ type LocalDetector struct {
 
 // Implemented reports whether the detector matches anything.
 func (d LocalDetector) Implemented() bool { return d.ifLocal != "" }
+
+// DetectorFor spells the node's local-traffic detector in nft matches.
+func DetectorFor(l model.LocalTraffic) LocalDetector {
+	switch {
+	case l.CIDR.IsValid():
+		return DetectByCIDR(l.CIDR)
+	case l.Interface != "":
+		return DetectByBridge(l.Interface)
+	case l.InterfacePrefix != "":
+		return DetectByInterfacePrefix(l.InterfacePrefix)
+	}
+	return LocalDetector{}
+}
 
 // DetectByCIDR matches sources in a CIDR (modes ClusterCIDR and NodeCIDR). The CIDR's
 // family must be the proxier's.

@@ -3,8 +3,6 @@ package nftables
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -23,8 +22,6 @@ const syncTimeout = 5 * time.Minute
 type Proxier struct {
 	params Params
 	nft    knftables.Interface
-	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
-	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
 	// now is the clock for delayed chain deletion; tests replace it.
 	now func() time.Time
 	// countRules counts the rules of one of the table's chains: by netlink for the
@@ -70,10 +67,10 @@ func nftFamily(f model.Family) knftables.Family {
 }
 
 // NewProxier returns a Proxier that programs p.Family through nft, whose family must be
-// the same. nodePortIPs, if not nil, is asked at each sync where NodePorts answer;
-// otherwise p.NodePortAll and p.NodePortIPs are used as given.
-func NewProxier(p Params, nft knftables.Interface, nodePortIPs func(node *model.Node) (all bool, ips []netip.Addr)) *Proxier {
-	px := &Proxier{params: p, nft: nft, nodePorts: nodePortIPs, now: time.Now}
+// the same. The node's parameters in p (LocalDetector, NodePortAll, NodePortIPs) are
+// replaced at each sync by the snapshot's, when it has them.
+func NewProxier(p Params, nft knftables.Interface) *Proxier {
+	px := &Proxier{params: p, nft: nft, now: time.Now}
 	if _, kernel := nft.(kernelTable); kernel {
 		px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
 		px.writeElements = func(ops []elementOp) error { return writeElementsNetlink(p.Family, ops) }
@@ -100,10 +97,10 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	start := time.Now()
-	params := p.resolveParams(snap.Node)
+	params := p.resolveParams(snap)
 	prev := p.state
-	if prev == nil || prev.nodePortAll != params.NodePortAll || !slices.Equal(prev.nodeIPs, params.NodeIPs) || prev.detector != params.LocalDetector {
-		// The fixed rules or the firewall chains depend on these.
+	if prev == nil || prev.nodePortAll != params.NodePortAll || prev.detector != params.LocalDetector || snap.NodeChanged {
+		// The fixed rules depend on these; the firewall chains on the Node's addresses.
 		full = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
@@ -165,6 +162,9 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			params.Family, tx.NumOperations(), full || prev == nil, via, err)
 	}
 	p.state = next
+	internal, external := next.noLocalEndpoints()
+	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", params.Family.String()).Set(float64(internal))
+	metrics.NoLocalEndpointsTotal.WithLabelValues("external", params.Family.String()).Set(float64(external))
 	p.LastOperations, p.LastVia = tx.NumOperations(), via
 	if apart {
 		p.LastOperations += len(ops)
@@ -176,28 +176,12 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	return nil
 }
 
-// resolveParams fills in the per-sync parts of the params: the node's addresses of the
-// family, the NodeCIDR local-traffic detector and where NodePorts answer.
-func (p *Proxier) resolveParams(node *model.Node) Params {
+// resolveParams fills in the node's parameters of this sync.
+func (p *Proxier) resolveParams(snap *model.Snapshot) Params {
 	params := p.params
-	params.NodeIPs = nil
-	if node != nil {
-		params.NodeIPs = model.AddrsOf(node.Addresses, params.Family)
-	}
-	if params.DetectLocalByNodeCIDR {
-		params.LocalDetector = LocalDetector{}
-		if node != nil {
-			for _, c := range node.PodCIDRs {
-				if model.FamilyOf(c.Addr()) == params.Family {
-					params.LocalDetector = DetectByCIDR(c)
-					break
-				}
-			}
-		}
-	}
-	if p.nodePorts != nil {
-		all, ips := p.nodePorts(node)
-		params.NodePortAll, params.NodePortIPs = all, ips
+	if node, ok := snap.NodeParams(params.Family); ok {
+		params.LocalDetector = DetectorFor(node.LocalTraffic)
+		params.NodePortAll, params.NodePortIPs = node.NodePortAll, node.NodePortIPs
 	}
 	return params
 }

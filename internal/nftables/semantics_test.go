@@ -152,17 +152,20 @@ func TestNodePortsOnEveryLocalAddress(t *testing.T) {
 }
 
 func TestNodePortAddressesChangeOnPartialSync(t *testing.T) {
-	ips := addrs("192.168.0.2", "127.0.0.1")
 	w := newWorld()
 	w.set(webPort())
 	tp := newTestProxier(referenceParams())
-	tp.nodePorts = func(*model.Node) (bool, []netip.Addr) { return false, ips }
-	tp.sync(t, w.snapshot(), true)
+	// The node's parameters of each sync come with the snapshot (nodeaddr.Resolver).
+	withNodePorts := func(s *model.Snapshot, ips ...string) *model.Snapshot {
+		s.Nodes = map[model.Family]model.NodeParams{model.IPv4: {Family: model.IPv4, NodePortIPs: addrs(ips...),
+			LocalTraffic: model.LocalTraffic{CIDR: netip.MustParsePrefix("10.0.0.0/8")}}}
+		return s
+	}
+	tp.sync(t, withNodePorts(w.snapshot(), "192.168.0.2", "127.0.0.1"), true)
 	mustHave(t, tp.dumpLines(), "add element ip kube-proxy nodeport-ips { 192.168.0.2 }")
 	mustNotMention(t, tp.dumpLines(), "127.0.0.1 }")
 
-	ips = addrs("192.168.0.3")
-	tp.sync(t, w.snapshot(), false)
+	tp.sync(t, withNodePorts(w.snapshot(), "192.168.0.3"), false)
 	sameLines(t, "transaction", tp.txLines(), []string{
 		"delete element ip kube-proxy nodeport-ips { 192.168.0.2 }",
 		"add element ip kube-proxy nodeport-ips { 192.168.0.3 }",
@@ -203,4 +206,29 @@ func TestIPv6(t *testing.T) {
 	)
 	mustHave(t, got, dispatch("ip6", webSvc, "fd00:10::1 . 80", "fd00:10::2 . 80")...)
 	mustNotMention(t, got, "172.30.0.", "10.180.0.", "v4only", "192.168.0.2")
+}
+
+// TestNoLocalEndpointsCount: like upstream, the ports whose Local policy finds no
+// local endpoint are counted per policy (sync_proxy_rules_no_local_endpoints_total),
+// and the count follows partial syncs.
+func TestNoLocalEndpointsCount(t *testing.T) {
+	w := newWorld()
+	itp := &model.ServicePort{Name: spn("ns", "itp", "http"), ClusterIPs: addrs("172.30.0.50"), Port: 80, Protocol: v1.ProtocolTCP, InternalPolicyLocal: true}
+	etp := &model.ServicePort{Name: spn("ns", "etp", "http"), ClusterIPs: addrs("172.30.0.51"), Port: 80, Protocol: v1.ProtocolTCP,
+		NodePort: 30051, ExternalPolicyLocal: true}
+	none := &model.ServicePort{Name: spn("ns", "none", "http"), ClusterIPs: addrs("172.30.0.52"), Port: 80, Protocol: v1.ProtocolTCP,
+		NodePort: 30052, ExternalPolicyLocal: true, InternalPolicyLocal: true}
+	w.set(itp, ep("10.180.0.1", 80, "node2"))
+	w.set(etp, ep("10.180.0.2", 80, "node2"))
+	w.set(none) // no endpoints at all: rejected, not counted
+	tp := newTestProxier(referenceParams())
+	tp.sync(t, w.snapshot(), true)
+	if i, e := tp.state.noLocalEndpoints(); i != 1 || e != 1 {
+		t.Errorf("no-local-endpoint ports: internal %d, external %d; want 1 and 1", i, e)
+	}
+	w.set(etp, ep("10.180.0.2", 80, "node2"), ep("10.180.0.3", 80, "test-node"))
+	tp.sync(t, w.snapshot(), false)
+	if i, e := tp.state.noLocalEndpoints(); i != 1 || e != 0 {
+		t.Errorf("after a local endpoint came: internal %d, external %d; want 1 and 0", i, e)
+	}
 }

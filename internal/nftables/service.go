@@ -15,51 +15,52 @@ import (
 // upstream kube-proxy's, and the same as the iptables backend's. It returns nil when the
 // port has no ClusterIP of the family.
 func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node *model.Node) *portObjects {
-	fam := p.Family
-	clusterIP, ok := sp.ClusterIP(fam)
-	if !ok {
+	plan := model.PlanPort(sp, eps, node, p.Family)
+	if !plan.ClusterIP.IsValid() {
 		return nil
 	}
-	clusterIP = clusterIP.Unmap()
-	o := &portObjects{}
+	clusterIP := plan.ClusterIP
+	o := &portObjects{noLocalInternal: plan.Internal.NoLocalEndpoints(), noLocalExternal: plan.External.NoLocalEndpoints()}
 	ip := p.ipKeyword()
 	name := sp.Name.String()
 	proto := sp.ProtocolLower()
 	port := itoa(sp.Port)
 	base := portBase(sp)
 
-	plan := model.PlanPort(sp, eps, node, fam)
-	sets := plan.Sets
-	usesCluster, usesLocal := plan.ClusterChain, plan.LocalChain
 	clusterChain, localChain := "", ""
-	if usesCluster {
+	if len(plan.ClusterEndpoints) > 0 {
 		clusterChain = prefixService + base
 	}
-	if usesLocal {
+	if len(plan.LocalEndpoints) > 0 {
 		localChain = prefixLocal + base
 	}
-	hasEndpoints, hasInternal, hasExternal := plan.HasEndpoints, plan.HasInternal, plan.HasExternal
-	internalChain, externalPolicyChain := clusterChain, clusterChain
-	if plan.InternalLocal {
-		internalChain = localChain
+	// policyChain is the chain that spreads a target's traffic over its endpoints.
+	policyChain := func(t model.Target) string {
+		if t.Local {
+			return localChain
+		}
+		return clusterChain
 	}
-	if plan.ExternalLocal {
-		externalPolicyChain = localChain
-	}
-	externalIPs, lbIPs, ranges := plan.ExternalIPs, plan.LBIPs, plan.SourceRanges
+	internalChain, externalPolicyChain := policyChain(plan.Internal), policyChain(plan.External)
 	externalChain := prefixExternal + base
-	usesExternal := plan.ExternalChain
 	// Unlike iptables, the firewall filters before DNAT, so it exists even without
 	// endpoints: traffic from outside the ranges is dropped, not rejected.
 	usesFW := plan.Firewalled
 	firewallChain := prefixFirewall + base
+	// The external addresses exist (lead to the external chain) whenever the Service
+	// has endpoints at all: the chain's short-circuits may still apply.
+	externalExists := plan.External.Verdict != model.Reject
 
 	// What happens to traffic that finds no usable endpoint: REJECT when the Service
 	// has none at all, DROP when it only lacks local ones.
-	internalVerdict, externalVerdict := "goto "+chainReject, "goto "+chainReject
-	if hasEndpoints {
-		internalVerdict, externalVerdict = "drop", "drop"
+	verdict := func(t model.Target) string {
+		if t.Verdict == model.Reject {
+			return "goto " + chainReject
+		}
+		return "drop"
 	}
+	internalVerdict, externalVerdict := verdict(plan.Internal), verdict(plan.External)
+	hasExternal := plan.External.Verdict == model.Forward
 	target := func(addr string) []string { return []string{addr, proto, port} }
 	addMap := func(m string, key []string, verdict, comment string) {
 		o.elements = append(o.elements, element{container: m, isMap: true, key: key, value: verdict, comment: comment})
@@ -67,14 +68,14 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 
 	// The ClusterIP. Every port adds it to cluster-ips, so other ports of it are rejected.
 	o.elements = append(o.elements, element{container: setClusterIPs, key: []string{clusterIP.String()}})
-	if hasInternal {
+	if plan.Internal.Verdict == model.Forward {
 		addMap(mapServiceIPs, target(clusterIP.String()), "goto "+internalChain, "")
 	} else {
 		addMap(mapNoEndpointServices, target(clusterIP.String()), internalVerdict, name)
 	}
 	// externalIPs.
-	for _, a := range externalIPs {
-		if hasEndpoints {
+	for _, a := range plan.ExternalIPs {
+		if externalExists {
 			addMap(mapServiceIPs, target(a.String()), "goto "+externalChain, "")
 		}
 		if !hasExternal {
@@ -82,8 +83,8 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		}
 	}
 	// LoadBalancer ingress IPs.
-	for _, a := range lbIPs {
-		if hasEndpoints {
+	for _, a := range plan.LBIPs {
+		if externalExists {
 			addMap(mapServiceIPs, target(a.String()), "goto "+externalChain, "")
 		}
 		if usesFW {
@@ -96,7 +97,7 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 	// The NodePort; NodePorts are not subject to loadBalancerSourceRanges.
 	if sp.NodePort != 0 {
 		np := []string{proto, itoa(sp.NodePort)}
-		if hasEndpoints {
+		if externalExists {
 			addMap(mapServiceNodePorts, np, "goto "+externalChain, "")
 		}
 		if !hasExternal {
@@ -106,39 +107,32 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 
 	if usesFW {
 		fw := &chain{name: firewallChain}
-		sources := make([]string, 0, len(ranges))
-		allowFromNode := false
-		for _, r := range ranges {
+		sources := make([]string, 0, len(plan.SourceRanges)+len(plan.SourceLBIPs))
+		for _, r := range plan.SourceRanges {
 			sources = append(sources, r.String())
-			for _, nip := range p.NodeIPs {
-				allowFromNode = allowFromNode || r.Contains(nip.Unmap())
-			}
 		}
-		// A node reaching its own LB VIP loops back with the VIP as source.
-		if allowFromNode {
-			for _, a := range lbIPs {
-				sources = append(sources, a.String())
-			}
+		for _, a := range plan.SourceLBIPs {
+			sources = append(sources, a.String())
 		}
 		fw.add("", ip, "saddr", "!=", "{", strings.Join(sources, ", "), "}", "drop")
 		o.chains = append(o.chains, fw)
 	}
 
-	if usesExternal {
+	if plan.ExternalDispatch {
 		ext := &chain{name: externalChain}
 		mark := "mark set mark or " + p.masqMark()
-		if !sp.ExternalPolicyLocal {
+		if plan.MasqueradeExternal {
 			ext.add("masquerade", mark)
 		} else {
 			// Pod traffic to an external destination is not subject to the traffic
 			// policy (as if it went out to the load balancer and came back in).
-			if p.LocalDetector.Implemented() && clusterChain != "" {
+			if p.LocalDetector.Implemented() && plan.ShortCircuit {
 				ext.add("short-circuit pod traffic", p.LocalDetector.ifLocal, "goto", clusterChain)
 			}
 			// Traffic from the node itself must be masqueraded: its source would be
 			// the external IP itself.
 			ext.add("masquerade local traffic", "fib saddr type local", mark)
-			if clusterChain != "" {
+			if plan.ShortCircuit {
 				ext.add("short-circuit local traffic", "fib saddr type local goto", clusterChain)
 			}
 		}
@@ -148,23 +142,22 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		o.chains = append(o.chains, ext)
 	}
 
-	affine := sp.StickyMaxAgeSeconds > 0
+	affine := plan.Affinity > 0
 	for _, d := range []struct {
-		used  bool
 		chain string
 		eps   []*model.Endpoint
-	}{{usesCluster, clusterChain, sets.Cluster}, {usesLocal, localChain, sets.Local}} {
-		if !d.used {
+	}{{clusterChain, plan.ClusterEndpoints}, {localChain, plan.LocalEndpoints}} {
+		if d.chain == "" {
 			continue
 		}
-		c, els := endpointDispatch(p, sp, d.chain, d.eps)
+		c, els := endpointDispatch(p, sp, affine, d.chain, d.eps)
 		o.chains = append(o.chains, c)
 		if !affine {
 			o.endpointMaps = append(o.endpointMaps, d.chain)
 			o.elements = append(o.elements, els...)
 		}
 	}
-	for _, ep := range sets.AllReachable {
+	for _, ep := range plan.AllEndpoints {
 		// Hairpin: a local pod reaching itself through the Service must see another
 		// source, or its reply would not go back through the DNAT. Remote endpoints
 		// hairpin through their own node.
@@ -179,7 +172,7 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		if o.affinity == nil {
 			o.affinity = map[string]time.Duration{}
 		}
-		o.affinity[prefixAffinity+eb] = time.Duration(sp.StickyMaxAgeSeconds) * time.Second
+		o.affinity[prefixAffinity+eb] = plan.Affinity
 		c := &chain{name: prefixEndpoint + eb}
 		c.add("", "update", "@"+prefixAffinity+eb, "{", ip, "saddr", "}")
 		c.add("", "meta l4proto", proto, "dnat to", ep.AddrPort().String())
@@ -202,10 +195,10 @@ const endpointSlots = 65536
 // first sends known clients to their endpoint's chain, which refreshes the client in the
 // endpoint's affinity set, and picks the others through an inline verdict map: those
 // chains are rewritten when the endpoints change.
-func endpointDispatch(p *Params, sp *model.ServicePort, name string, eps []*model.Endpoint) (*chain, []element) {
+func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string, eps []*model.Endpoint) (*chain, []element) {
 	c := &chain{name: name}
 	ip, proto := p.ipKeyword(), sp.ProtocolLower()
-	if sp.StickyMaxAgeSeconds > 0 {
+	if affine {
 		targets := make([]string, len(eps))
 		for i, ep := range eps {
 			eb := endpointBase(sp, ep)

@@ -2,8 +2,6 @@ package nftables
 
 import (
 	"cmp"
-	"net/netip"
-	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -25,7 +23,6 @@ type ownedElement struct {
 // so the next partial sync can emit exactly what changed and delete exactly what is gone.
 type state struct {
 	nodePortAll bool
-	nodeIPs     []netip.Addr
 	// detector is the local-traffic detector the rules were built with; with
 	// detect-local mode NodeCIDR it follows the Node, and a change rebuilds them.
 	detector LocalDetector
@@ -47,10 +44,23 @@ type state struct {
 	pendingDelete map[string]time.Time
 }
 
+// noLocalEndpoints counts the ports whose internal / external Local policy finds no
+// local endpoint, as upstream's sync_proxy_rules_no_local_endpoints_total does.
+func (s *state) noLocalEndpoints() (internal, external int) {
+	for _, o := range s.ports {
+		if o.noLocalInternal {
+			internal++
+		}
+		if o.noLocalExternal {
+			external++
+		}
+	}
+	return internal, external
+}
+
 func newState(p *Params) *state {
 	return &state{
 		nodePortAll:   p.NodePortAll,
-		nodeIPs:       slices.Clone(p.NodeIPs),
 		detector:      p.LocalDetector,
 		ports:         map[model.ServicePortName]*portObjects{},
 		byService:     map[types.NamespacedName][]model.ServicePortName{},

@@ -1,11 +1,13 @@
-// Package nodeaddr resolves kube-proxy's nodePortAddresses setting (CIDRs and the
-// keywords "primary", "localhost" and "all") into the node addresses that accept
-// NodePort traffic, and lists the node's local addresses.
+// Package nodeaddr resolves the node's own parameters at every sync (Resolver): its
+// addresses and primary IP, kube-proxy's nodePortAddresses setting (CIDRs and the
+// keywords "primary", "localhost" and "all") into the addresses that accept NodePort
+// and health check traffic, and the detect-local mode into a local-traffic detector.
 package nodeaddr
 
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -49,6 +51,15 @@ func Parse(list []string, defaultPrimary bool) (*Selector, error) {
 		}
 	}
 	return s, nil
+}
+
+// MustParse is Parse of a comma-separated list that must be valid (tests, constants).
+func MustParse(list string) *Selector {
+	s, err := Parse(strings.Split(list, ","), false)
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
 // MatchesAll reports whether NodePorts answer on every local address.

@@ -44,6 +44,9 @@ type Options struct {
 	// that depend on the mode).
 	SyncFailed func(f model.Family, full bool, err error)
 	Conntrack  ConntrackCleaner
+	// ResolveNode, if set, resolves the node's parameters for each sync
+	// (nodeaddr.Resolver.Resolve); backends read them from the snapshot.
+	ResolveNode func(*model.Node) map[model.Family]model.NodeParams
 	// AfterSync, if set, is called after each successful sync (health, metrics).
 	AfterSync func(snap *model.Snapshot, full bool, took time.Duration)
 }
@@ -166,6 +169,9 @@ func (p *Proxy) sync() error {
 	snapAt := time.Now()
 	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
+	if p.opts.ResolveNode != nil {
+		snap.Nodes = p.opts.ResolveNode(snap.Node)
+	}
 	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, snap.EndpointCount)
 	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
 	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))

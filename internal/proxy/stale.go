@@ -102,29 +102,24 @@ func ipProto(p v1.Protocol) (uint8, bool) {
 	return 0, false
 }
 
+// serviceIPs are the port's addresses of family f that conntrack entries can name:
+// the ClusterIP, externalIPs and LB IPs.
 func serviceIPs(sp *model.ServicePort, f model.Family) []netip.Addr {
 	var out []netip.Addr
 	if ip, ok := sp.ClusterIP(f); ok {
-		out = append(out, ip)
+		out = append(out, ip.Unmap())
 	}
-	for _, list := range [][]netip.Addr{sp.ExternalIPs, sp.LoadBalancerIPs} {
-		for _, ip := range list {
-			if model.FamilyOf(ip) == f {
-				out = append(out, ip)
-			}
-		}
-	}
-	return out
+	out = append(out, model.AddrsOf(sp.ExternalIPs, f)...)
+	return append(out, model.AddrsOf(sp.LoadBalancerIPs, f)...)
 }
 
-// reachable is the set of endpoints traffic to the port may now be sent to.
+// reachable is the set of endpoints traffic to the port may now be sent to: the
+// plan's endpoints, so the cleaner keeps exactly the flows the rules still serve.
 func reachable(snap *model.Snapshot, sp *model.ServicePort, f model.Family) map[netip.AddrPort]struct{} {
-	sets := model.CategorizeEndpoints(snap.Endpoints[sp.Name], sp, snap.Node)
-	keep := map[netip.AddrPort]struct{}{}
-	for _, e := range sets.AllReachable {
-		if model.FamilyOf(e.IP) == f {
-			keep[e.AddrPort()] = struct{}{}
-		}
+	plan := model.PlanPort(sp, snap.Endpoints[sp.Name], snap.Node, f)
+	keep := make(map[netip.AddrPort]struct{}, len(plan.AllEndpoints))
+	for _, e := range plan.AllEndpoints {
+		keep[e.AddrPort()] = struct{}{}
 	}
 	return keep
 }

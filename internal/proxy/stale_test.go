@@ -96,3 +96,40 @@ func TestStaleFlowsNewlyServedTCP(t *testing.T) {
 		t.Errorf("endpoint moved: %v, want none", got)
 	}
 }
+
+// The cleaner keeps exactly the endpoints the rules of the family use (the plan's):
+// in a dual-stack Service an IPv6 endpoint without hints must not switch off the IPv4
+// endpoints' topology hints, or flows to an IPv4 endpoint the rules no longer use
+// would be kept.
+func TestStaleFlowsKeepThePlansEndpointsPerFamily(t *testing.T) {
+	nn := types.NamespacedName{Namespace: "ns", Name: "dns"}
+	name := model.ServicePortName{NamespacedName: nn, Port: "dns", Protocol: v1.ProtocolUDP}
+	sp := &model.ServicePort{Name: name, Protocol: v1.ProtocolUDP, Port: 53,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:96::10")}}
+	near := &model.Endpoint{IP: netip.MustParseAddr("10.244.1.5"), Port: 53, Ready: true, Serving: true, ZoneHints: []string{"zone-a"}}
+	far := &model.Endpoint{IP: netip.MustParseAddr("10.244.2.5"), Port: 53, Ready: true, Serving: true, ZoneHints: []string{"zone-b"}}
+	v6 := &model.Endpoint{IP: netip.MustParseAddr("fd00:244::5"), Port: 53, Ready: true, Serving: true}
+	snap := &model.Snapshot{
+		Services:          map[model.ServicePortName]*model.ServicePort{name: sp},
+		Endpoints:         map[model.ServicePortName][]*model.Endpoint{name: {near, far, v6}},
+		PortsByService:    map[types.NamespacedName][]*model.ServicePort{nn: {sp}},
+		Changed:           map[types.NamespacedName]struct{}{nn: {}},
+		PreviousPorts:     map[types.NamespacedName][]*model.ServicePort{nn: {sp}},
+		PreviousEndpoints: map[model.ServicePortName][]*model.Endpoint{name: {near, far, v6}},
+		Node:              &model.Node{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"}},
+	}
+	targets := StaleFlows(snap, model.IPv4)
+	if len(targets) != 1 || len(targets[0].ServiceIPs) != 1 || targets[0].ServiceIPs[0].String() != "10.96.0.10" {
+		t.Fatalf("IPv4 targets = %+v, want one for 10.96.0.10", targets)
+	}
+	if _, ok := targets[0].Keep[near.AddrPort()]; !ok || len(targets[0].Keep) != 1 {
+		t.Errorf("IPv4 keeps %v, want only %s (the zone-a endpoint the rules use)", targets[0].Keep, near.AddrPort())
+	}
+	targets = StaleFlows(snap, model.IPv6)
+	if len(targets) != 1 || len(targets[0].Keep) != 1 {
+		t.Fatalf("IPv6 targets = %+v, want one keeping %s", targets, v6.AddrPort())
+	}
+	if _, ok := targets[0].Keep[v6.AddrPort()]; !ok {
+		t.Errorf("IPv6 keeps %v, want %s", targets[0].Keep, v6.AddrPort())
+	}
+}

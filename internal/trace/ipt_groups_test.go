@@ -59,7 +59,6 @@ func fixtureParams() iptables.Params {
 	return iptables.Params{
 		Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true, LocalhostNodePorts: true, DropInvalid: true,
 		LocalDetector: iptables.DetectByCIDR(netip.MustParsePrefix("10.0.0.0/8")),
-		NodeIPs:       addrs("192.168.0.2"),
 	}
 }
 

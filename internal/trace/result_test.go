@@ -66,7 +66,7 @@ func TestIPv6NodePort(t *testing.T) {
 	sp := svcPort("ns", "np", "p80", v1.ProtocolTCP, "fd00:172:30::41", 80)
 	sp.NodePort = 3001
 	p := fixtureParams()
-	p.Family, p.NodeIPs = model.IPv6, addrs("2001:db8::1")
+	p.Family = model.IPv6
 	p.LocalDetector = iptables.DetectByCIDR(netip.MustParsePrefix("fd00:10::/64"))
 	dump := build(p, world{sp: {endpoint("fd00:10:180::1", 80, "node2"), endpoint("fd00:10:180::2:1", 80, "test-node")}})
 	both := []string{"[fd00:10:180::1]:80", "[fd00:10:180::2:1]:80"}

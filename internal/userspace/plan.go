@@ -26,11 +26,14 @@ type listenerSpec struct {
 	service model.ServicePortName
 	// external is true for NodePorts, externalIPs and LoadBalancer IPs, where
 	// externalTrafficPolicy applies; ClusterIP listeners use internalTrafficPolicy.
-	external            bool
-	internalPolicyLocal bool
-	externalPolicyLocal bool
-	// sourceRanges, on LoadBalancer IP listeners, are the clients allowed in (all when empty).
-	sourceRanges []netip.Prefix
+	external bool
+	// internalLocal and externalLocal say the policy's set is the Local one
+	// (model.Target.Local); shortCircuit sends pods and the node to the Cluster set
+	// on external listeners (model.PortPlan.ShortCircuit).
+	internalLocal, externalLocal, shortCircuit bool
+	// firewall, on LoadBalancer IP listeners, holds the plan when its source ranges
+	// restrict the clients (model.PortPlan.Admits); nil admits everyone.
+	firewall *model.PortPlan
 }
 
 // endpointSets is a balancer's desired content.
@@ -76,30 +79,27 @@ func makePlan(snap *model.Snapshot, f model.Family, np nodePortTargets) *plan {
 	owner := map[listenerKey]model.ServicePortName{}
 	for _, name := range names {
 		sp := snap.Services[name]
-		cip, hasCIP := sp.ClusterIP(f)
-		if !hasCIP {
+		plan := model.PlanPort(sp, snap.Endpoints[name], snap.Node, f)
+		if !plan.ClusterIP.IsValid() {
 			continue
 		}
-		lbIPs := ofFamily(sp.LoadBalancerIPs, f)
-		extIPs := ofFamily(sp.ExternalIPs, f)
-		p.addrs[cip] = struct{}{}
-		for _, ip := range append(append([]netip.Addr(nil), extIPs...), lbIPs...) {
+		p.addrs[plan.ClusterIP] = struct{}{}
+		for _, ip := range append(append([]netip.Addr(nil), plan.ExternalIPs...), plan.LBIPs...) {
 			p.addrs[ip] = struct{}{}
 		}
 		if sp.Protocol != v1.ProtocolTCP && sp.Protocol != v1.ProtocolUDP {
 			klog.V(4).InfoS("Userspace mode relays only TCP and UDP; skipping", "servicePort", name)
 			continue
 		}
-		sets := model.CategorizeEndpoints(ofFamilyEndpoints(snap.Endpoints[name], f), sp, snap.Node)
-		if !sets.HasAny {
+		if plan.Internal.Verdict == model.Reject {
 			continue // no listener: the kernel refuses (RST, ICMP port unreachable)
 		}
 		p.balancers[name] = endpointSets{
-			cluster: addrPorts(sets.Cluster),
-			local:   addrPorts(sets.Local),
-			sticky:  time.Duration(sp.StickyMaxAgeSeconds) * time.Second,
+			cluster: addrPorts(plan.ClusterEndpoints),
+			local:   addrPorts(plan.LocalEndpoints),
+			sticky:  plan.Affinity,
 		}
-		spec := listenerSpec{service: name, internalPolicyLocal: sp.InternalPolicyLocal, externalPolicyLocal: sp.ExternalPolicyLocal}
+		spec := listenerSpec{service: name, internalLocal: plan.Internal.Local, externalLocal: plan.External.Local, shortCircuit: plan.ShortCircuit}
 		add := func(addr netip.Addr, port int32, s listenerSpec) {
 			k := listenerKey{proto: sp.Protocol, addr: netip.AddrPortFrom(addr, uint16(port))}
 			if prev, taken := owner[k]; taken {
@@ -109,22 +109,24 @@ func makePlan(snap *model.Snapshot, f model.Family, np nodePortTargets) *plan {
 			owner[k] = name
 			p.listeners[k] = s
 		}
-		add(cip, sp.Port, spec)
+		add(plan.ClusterIP, sp.Port, spec)
 		ext := spec
 		ext.external = true
-		for _, ip := range extIPs {
+		for _, ip := range plan.ExternalIPs {
 			add(ip, sp.Port, ext)
 		}
 		lb := ext
-		lb.sourceRanges = ofFamilyPrefixes(sp.LoadBalancerSourceRanges, f)
-		for _, ip := range lbIPs {
+		if plan.Firewalled {
+			lb.firewall = &plan
+		}
+		for _, ip := range plan.LBIPs {
 			add(ip, sp.Port, lb)
 		}
 		if sp.NodePort != 0 {
 			if np.all {
 				add(unspecified(f), sp.NodePort, ext)
 			}
-			for _, ip := range ofFamily(np.addrs, f) {
+			for _, ip := range model.AddrsOf(np.addrs, f) {
 				add(ip, sp.NodePort, ext)
 			}
 		}
@@ -137,36 +139,6 @@ func unspecified(f model.Family) netip.Addr {
 		return netip.IPv6Unspecified()
 	}
 	return netip.IPv4Unspecified()
-}
-
-func ofFamily(ips []netip.Addr, f model.Family) []netip.Addr {
-	var out []netip.Addr
-	for _, ip := range ips {
-		if model.FamilyOf(ip) == f {
-			out = append(out, ip)
-		}
-	}
-	return out
-}
-
-func ofFamilyPrefixes(ps []netip.Prefix, f model.Family) []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range ps {
-		if model.FamilyOf(p.Addr()) == f {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func ofFamilyEndpoints(eps []*model.Endpoint, f model.Family) []*model.Endpoint {
-	var out []*model.Endpoint
-	for _, e := range eps {
-		if model.FamilyOf(e.IP) == f {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 func addrPorts(eps []*model.Endpoint) []netip.AddrPort {

@@ -55,8 +55,8 @@ func TestPlanListenersAddressesAndPolicies(t *testing.T) {
 		if !ok || spec.external != ext {
 			t.Errorf("listener %s external=%v unexpected", k, spec.external)
 		}
-		if (len(spec.sourceRanges) > 0) != (k.String() == "TCP/192.168.60.10:80") {
-			t.Errorf("listener %s source ranges %v: only the LoadBalancer IP has them", k, spec.sourceRanges)
+		if (spec.firewall != nil) != (k.String() == "TCP/192.168.60.10:80") {
+			t.Errorf("listener %s firewalled=%v: only the LoadBalancer IP has source ranges", k, spec.firewall != nil)
 		}
 	}
 	sets := p.balancers[web.Name]

@@ -33,9 +33,6 @@ const (
 // Params configure one family's Proxier. Zero values take the defaults.
 type Params struct {
 	Family model.Family
-	// NodePortAddrs says where NodePorts listen: all addresses (one wildcard socket per
-	// port), or the returned ones.
-	NodePortAddrs func(*model.Node) (all bool, addrs []netip.Addr)
 	// ClusterCIDRs are the pod ranges. Pods (and the node itself) reaching a
 	// NodePort, externalIP or LoadBalancer IP of an externalTrafficPolicy Local Service
 	// get the internal policy's endpoints, as upstream does.
@@ -116,11 +113,11 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		return fmt.Errorf("userspace %s: %w", p.params.Family, err)
 	}
 	p.env.nodeAddrs.Store(&node)
-	var np nodePortTargets
-	if p.params.NodePortAddrs != nil {
-		np.all, np.addrs = p.params.NodePortAddrs(snap.Node)
-	} else {
-		np.all = true
+	// Where NodePorts listen: all addresses (one wildcard socket per port) or the
+	// node's NodePort addresses of this sync.
+	np := nodePortTargets{all: true}
+	if params, ok := snap.NodeParams(p.params.Family); ok {
+		np.all, np.addrs = params.NodePortAll, params.NodePortIPs
 	}
 	pl := makePlan(snap, p.params.Family, np)
 	// An address the node already has (an externalIP that is a node IP) is local

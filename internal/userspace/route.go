@@ -20,34 +20,22 @@ type route struct {
 
 // allowed applies loadBalancerSourceRanges (set only on LoadBalancer IP listeners).
 func (r *route) allowed(client netip.Addr) bool {
-	if len(r.spec.sourceRanges) == 0 {
-		return true
-	}
-	for _, p := range r.spec.sourceRanges {
-		if p.Contains(client) {
-			return true
-		}
-	}
-	return false
+	return r.spec.firewall == nil || r.spec.firewall.Admits(client)
 }
 
 // setFor chooses the endpoint set for a client. ClusterIP listeners follow
-// internalTrafficPolicy. External listeners follow externalTrafficPolicy, except that
-// clients inside the cluster (pods, the node itself) are short-circuited to the
-// internal policy, as upstream does: eTP Local exists to keep the client's address,
-// which only matters for clients from outside.
+// internalTrafficPolicy, external listeners externalTrafficPolicy, except where the
+// plan short-circuits clients inside the cluster (pods, the node itself) to the
+// Cluster set: eTP Local exists to keep the client's address, which only matters for
+// clients from outside.
 func (r *route) setFor(client netip.Addr, env *relayEnv) policySet {
-	internal := r.spec.internalPolicyLocal
 	if !r.spec.external {
-		return choose(internal)
+		return choose(r.spec.internalLocal)
 	}
-	if r.spec.externalPolicyLocal && !env.isInternalClient(client) {
-		return localSet
+	if r.spec.shortCircuit && env.isInternalClient(client) {
+		return clusterSet
 	}
-	if r.spec.externalPolicyLocal {
-		return choose(internal)
-	}
-	return clusterSet
+	return choose(r.spec.externalLocal)
 }
 
 func choose(local bool) policySet {
