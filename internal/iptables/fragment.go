@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nfacct"
@@ -246,11 +247,11 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 	}
 	if clusterChain != "" {
 		activate(clusterChain)
-		writeEndpointJumps(&ownRules, sp, clusterChain, plan.ClusterEndpoints)
+		writeEndpointJumps(&ownRules, sp, plan.Affinity, clusterChain, plan.ClusterEndpoints)
 	}
 	if localChain != "" {
 		activate(localChain)
-		writeEndpointJumps(&ownRules, sp, localChain, plan.LocalEndpoints)
+		writeEndpointJumps(&ownRules, sp, plan.Affinity, localChain, plan.LocalEndpoints)
 	}
 	for _, ep := range plan.AllEndpoints {
 		sep := endpointChain(sp, ep)
@@ -271,13 +272,13 @@ func buildFragment(p *Params, sp *model.ServicePort, eps []*model.Endpoint, node
 
 // writeEndpointJumps writes a SVC or SVL chain: affinity checks first, then one
 // statistic rule per endpoint so each gets an equal share; the last is unconditional.
-func writeEndpointJumps(natRules *lines, sp *model.ServicePort, chain string, eps []*model.Endpoint) {
+func writeEndpointJumps(natRules *lines, sp *model.ServicePort, affinity time.Duration, chain string, eps []*model.Endpoint) {
 	name := sp.Name.String()
-	if sp.StickyMaxAgeSeconds > 0 {
+	if affinity > 0 {
 		for _, ep := range eps {
 			sep := endpointChain(sp, ep)
 			natRules.rule(join([]string{"-A", chain}, comment(name+" -> "+ep.String()),
-				[]string{"-m", "recent", "--name", sep, "--rcheck", "--seconds", strconv.Itoa(sp.StickyMaxAgeSeconds), "--reap", "-j", sep})...)
+				[]string{"-m", "recent", "--name", sep, "--rcheck", "--seconds", strconv.Itoa(int(affinity.Seconds())), "--reap", "-j", sep})...)
 		}
 	}
 	n := len(eps)

@@ -174,10 +174,8 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	}
 
 	// Hairpin: a local endpoint reaching itself through the Service is masqueraded.
-	for _, e := range plan.AllEndpoints {
-		if e.IsLocal {
-			set(setLoopBack, fmt.Sprintf("%s,%s:%d,%s", e.IP, proto, e.Port, e.IP))
-		}
+	for _, e := range plan.Hairpin {
+		set(setLoopBack, fmt.Sprintf("%s,%s:%d,%s", e.IP, proto, e.Port, e.IP))
 	}
 }
 

@@ -32,6 +32,10 @@ type PortPlan struct {
 	// per-endpoint chain, element or real server, and that conntrack cleanup keeps
 	// flows to.
 	AllEndpoints []*Endpoint
+	// Hairpin are the endpoints among AllEndpoints that run on this node: a pod that
+	// reaches itself through the Service must be masqueraded, or its reply would not
+	// go back through the DNAT. (A remote pod's own traffic meets its own node's rules.)
+	Hairpin []*Endpoint
 
 	// Internal is what traffic to the ClusterIP gets; External what traffic to a
 	// NodePort, an externalIP or a LoadBalancer IP gets.
@@ -129,6 +133,11 @@ func PlanPort(sp *ServicePort, eps []*Endpoint, node *Node, f Family) PortPlan {
 	}
 	s := categorize(EndpointsOf(eps, f), sp, node)
 	p.ClusterEndpoints, p.LocalEndpoints, p.AllEndpoints = s.cluster, s.local, s.all
+	for _, e := range s.all {
+		if e.IsLocal {
+			p.Hairpin = append(p.Hairpin, e)
+		}
+	}
 	p.ExternallyReachable = sp.NodePort != 0 || len(p.ExternalIPs) > 0 || len(p.LBIPs) > 0
 	p.Internal = target(s, sp.InternalPolicyLocal)
 	p.External = Target{Verdict: None}

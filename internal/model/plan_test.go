@@ -298,3 +298,14 @@ func TestLocalReadyEndpoints(t *testing.T) {
 		t.Errorf("local ready endpoints = %v, want [10.0.0.1 10.0.0.5]", got)
 	}
 }
+
+// Only endpoints on this node can reach themselves through this node's rules; the
+// plan lists those of the used sets (a local endpoint the policy leaves out needs no
+// hairpin rule).
+func TestPlanHairpin(t *testing.T) {
+	sp := &ServicePort{Port: 80, ClusterIPs: []netip.Addr{netip.MustParseAddr("172.30.0.1")}}
+	got := PlanPort(sp, eps("10.0.0.1 local", "10.0.0.2", "10.0.0.3 local notready", "10.0.0.4 local"), nil, IPv4).Hairpin
+	if fmt.Sprint(got) != "[10.0.0.1:80 10.0.0.4:80]" {
+		t.Errorf("hairpin = %v, want [10.0.0.1:80 10.0.0.4:80]", got)
+	}
+}

@@ -157,16 +157,14 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 			o.elements = append(o.elements, els...)
 		}
 	}
+	for _, ep := range plan.Hairpin {
+		o.elements = append(o.elements, element{container: setHairpinConnections,
+			key: []string{ep.IP.Unmap().String(), ep.IP.Unmap().String(), proto, itoa(ep.Port)}})
+	}
+	// With ClientIP affinity each endpoint has a chain that remembers its clients.
 	for _, ep := range plan.AllEndpoints {
-		// Hairpin: a local pod reaching itself through the Service must see another
-		// source, or its reply would not go back through the DNAT. Remote endpoints
-		// hairpin through their own node.
-		if ep.IsLocal {
-			o.elements = append(o.elements, element{container: setHairpinConnections,
-				key: []string{ep.IP.Unmap().String(), ep.IP.Unmap().String(), proto, itoa(ep.Port)}})
-		}
 		if !affine {
-			continue
+			break
 		}
 		eb := endpointBase(sp, ep)
 		if o.affinity == nil {
