@@ -20,7 +20,7 @@ func gnftFamily(f model.Family) gnft.TableFamily {
 // countRulesNetlink counts the rules of one chain of the family's table with a
 // kernel-filtered netlink dump. The nft CLI (1.0.x) loads the whole table to list one
 // chain, which takes seconds at ten thousand Services; this costs microseconds, so it
-// can run every second. A missing table or chain counts as zero rules.
+// can run several times a second (the flush check). A missing table or chain counts as zero rules.
 func countRulesNetlink(f model.Family, chain string) (int, error) {
 	conn, err := gnft.New()
 	if err != nil {

@@ -188,7 +188,7 @@ func (p *Proxier) resolveParams(snap *model.Snapshot) Params {
 
 // Flushed reports whether the table was deleted or flushed behind kproxy's back (nft
 // flush ruleset, a firewall reload): the services chain always holds rules, so one
-// `nft list chain` tells. Cheap enough to be called every second.
+// `nft list chain` tells. Cheap enough to be called several times a second.
 func (p *Proxier) Flushed() bool {
 	if !p.synced.Load() {
 		return false

@@ -13,7 +13,7 @@ import (
 // the relays call pick concurrently.
 type balancer struct {
 	mu sync.Mutex
-	// cluster and local are the endpoints of CategorizeEndpoints' Cluster and Local
+	// cluster and local are the plan's ClusterEndpoints and LocalEndpoints
 	// sets, in the snapshot's sorted order.
 	cluster, local []netip.AddrPort
 	// next is the round-robin position of each set.
