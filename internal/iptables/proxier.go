@@ -79,7 +79,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		// jump rules that are missing (to insert): the whole sync is then one restore.
 		saved := map[string][]byte{}
 		for _, table := range []string{"filter", "nat"} {
-			save, err := saveSkeleton(p.runner, table)
+			save, err := p.runner.SaveSkeleton(table)
 			if err != nil {
 				return err
 			}
@@ -139,7 +139,9 @@ func (p *Proxier) setupKernel() error {
 
 // Flushed reports whether someone removed kproxy's canary chain or emptied its chains (iptables -F / -X,
 // a firewall restart): the rules must then be rewritten in full.
-func (p *Proxier) Flushed() bool { return p.programmed.Load() && rulesFlushed(p.runner) }
+func (p *Proxier) Flushed() bool {
+	return p.programmed.Load() && p.runner.ChainsFlushed(flushProbes)
+}
 
 // Cleanup removes all of this backend's rules from the kernel.
 func (p *Proxier) Cleanup() error { return Cleanup(p.runner) }
