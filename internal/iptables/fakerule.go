@@ -344,7 +344,9 @@ func canonicalMatchOpts(f model.Family, m matchSpec) []optSpec {
 			}
 		}
 	case "tcp", "udp", "sctp":
-		slices.SortStableFunc(opts, func(a, b optSpec) int { return optRank(a.name, "--sport", "--dport") - optRank(b.name, "--sport", "--dport") })
+		slices.SortStableFunc(opts, func(a, b optSpec) int {
+			return optRank(a.name, "--sport", "--dport") - optRank(b.name, "--sport", "--dport")
+		})
 	case "conntrack":
 		for i := range opts {
 			if opts[i].name == "--ctstate" && len(opts[i].vals) == 1 {
@@ -451,7 +453,7 @@ func optRank(name string, order ...string) int {
 }
 
 // saveString quotes a value as iptables-save does (xtables_save_string): bare when it
-// is only letters, digits, '-' and '_', else in double quotes with '"', '\' and '\''
+// is only letters, digits, '-' and '_', else in double quotes with '"', '\' and '\”
 // escaped.
 func saveString(s string) string {
 	bare := s != ""
