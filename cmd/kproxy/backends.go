@@ -17,6 +17,7 @@ import (
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
 	"github.com/kproxy/kproxy/internal/proxy"
+	"github.com/kproxy/kproxy/internal/sysctl"
 	"github.com/kproxy/kproxy/internal/userspace"
 )
 
@@ -37,7 +38,7 @@ func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, e
 			cleanupNFTables(f)
 			params := iptablesParams(cfg, f)
 			params.NFAcct = countWithNFAcct
-			backends = append(backends, iptables.NewProxier(params, iptables.NewRunner(f), nodePortIPs(sel, f)))
+			backends = append(backends, iptables.NewProxier(params, iptables.NewRunner(f), sysctl.Proc, nodePortIPs(sel, f)))
 		case "nftables":
 			if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
 				klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)

@@ -38,6 +38,7 @@ var fakeCases = []fakeCase{
 -A KUBE-A -j MARK --set-mark 0x1
 -A KUBE-A -j MARK --and-mark 0xffffbfff
 -A KUBE-A -m statistic --mode random --probability 0.5000000000 -j KUBE-B
+-A KUBE-A -m statistic --mode random --probability 0.3333333333 -j KUBE-B
 -A KUBE-A -m recent --name KUBE-SEP-X --rcheck --seconds 10800 --reap -j KUBE-B
 -A KUBE-A -m recent --name KUBE-SEP-X --set -j KUBE-B
 -A KUBE-A -d 0.0.0.4/0.0.0.4 -g KUBE-B
@@ -80,6 +81,7 @@ COMMIT
 -A KUBE-A -j MARK --set-xmark 0x1/0xffffffff
 -A KUBE-A -j MARK --set-xmark 0x0/0x4000
 -A KUBE-A -m statistic --mode random --probability 0.50000000000 -j KUBE-B
+-A KUBE-A -m statistic --mode random --probability 0.33333333349 -j KUBE-B
 -A KUBE-A -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j KUBE-B
 -A KUBE-A -m recent --set --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j KUBE-B
 -A KUBE-A -d 0.0.0.4/0.0.0.4 -g KUBE-B

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/proxytest"
 )
 
 // binRunner runs one family's binaries of one flavour inside a network namespace.
@@ -146,4 +147,44 @@ func lineDiff(fake, kernel string) string {
 		return "(same lines, in another order)"
 	}
 	return strings.Join(out, "\n")
+}
+
+// teeRunner applies every restore to the fake and to the kernel, and wants the same
+// outcome and tables from both; everything else the fake answers.
+type teeRunner struct {
+	*Fake
+	t      *testing.T
+	kernel binRunner
+	step   string
+}
+
+func (r *teeRunner) Restore(data []byte) error {
+	r.t.Helper()
+	restoreBoth(r.t, r.step, r.Fake, r.kernel, data, "filter", "nat", "mangle")
+	return nil
+}
+
+// kproxy's own rulesets, full and partial, leave the fake's tables as they leave the
+// kernel's, byte for byte: the fake's save is what the tracer tests read.
+func TestWorldsFakeMatchesTheKernel(t *testing.T) {
+	for _, fl := range kernelFlavours(t) {
+		for _, tr := range proxytest.Transitions() {
+			from, to := tr[0], tr[1]
+			t.Run(string(fl)+"/"+from.Name+"-to-"+to.Name, func(t *testing.T) {
+				tee := &teeRunner{Fake: NewFake(model.IPv4), t: t, kernel: binRunner{ns: newNS(t), bin: BinariesFor(model.IPv4, fl)}}
+				px := NewProxier(worldParams(), tee, func(string, string) error { return nil }, nil)
+				tracker := model.NewTracker(proxytest.NodeName, nil)
+				proxytest.Feed(tracker, from)
+				tee.step = "full sync of " + from.Name
+				if err := px.Sync(tracker.Snapshot(), true); err != nil {
+					t.Fatal(err)
+				}
+				proxytest.Transition(tracker, from, to)
+				tee.step = "partial sync to " + to.Name
+				if err := px.Sync(tracker.Snapshot(), false); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
 }

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -358,8 +359,10 @@ func canonicalMatchOpts(f model.Family, m matchSpec) []optSpec {
 	case "statistic":
 		for i := range opts {
 			if opts[i].name == "--probability" && len(opts[i].vals) == 1 {
+				// xt_statistic keeps the probability as a fraction of 2^31 (libxt_statistic
+				// parses it with lround) and prints that fraction back.
 				if p, err := strconv.ParseFloat(opts[i].vals[0], 64); err == nil {
-					opts[i].vals = []string{fmt.Sprintf("%.11f", p)}
+					opts[i].vals = []string{fmt.Sprintf("%.11f", math.Round(p*0x80000000)/0x80000000)}
 				}
 			}
 		}

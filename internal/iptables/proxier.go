@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -12,12 +11,15 @@ import (
 
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/sysctl"
 )
 
 // Proxier programs one IP family's Services into iptables.
 type Proxier struct {
 	params Params
 	runner Runner
+	// sysctl sets the kernel tunables the rules rely on.
+	sysctl sysctl.Writer
 	// nodePorts resolves where NodePorts answer, at each sync (interfaces change).
 	nodePorts func(node *model.Node) (all bool, ips []netip.Addr)
 	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
@@ -30,9 +32,11 @@ type Proxier struct {
 	programmed atomic.Bool
 }
 
-// NewProxier returns a Proxier. nodePortIPs may be nil, meaning every local address.
-func NewProxier(p Params, r Runner, nodePortIPs func(node *model.Node) (bool, []netip.Addr)) *Proxier {
-	return &Proxier{params: p, runner: r, nodePorts: nodePortIPs, builder: NewBuilder()}
+// NewProxier returns a Proxier on the family's iptables r; sysctls sets the kernel
+// tunables the rules need (sysctl.Proc on a node). nodePortIPs may be nil, meaning
+// every local address.
+func NewProxier(p Params, r Runner, sysctls sysctl.Writer, nodePortIPs func(node *model.Node) (bool, []netip.Addr)) *Proxier {
+	return &Proxier{params: p, runner: r, sysctl: sysctls, nodePorts: nodePortIPs, builder: NewBuilder()}
 }
 
 // Family is the IP family this proxier programs.
@@ -130,7 +134,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 // NodePorts, route_localnet (without it the kernel drops 127.0.0.1 after DNAT).
 func (p *Proxier) setupKernel() error {
 	if p.params.Family == model.IPv4 && p.params.LocalhostNodePorts {
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+		if err := p.sysctl("net/ipv4/conf/all/route_localnet", "1"); err != nil {
 			klog.ErrorS(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")
 		}
 	}
