@@ -97,3 +97,51 @@ func TestWorldsTracedPackets(t *testing.T) {
 		})
 	}
 }
+
+// Cleanup removes everything a sync of a world wrote, in restores the kernel accepts
+// (the fake refuses deleting a chain that is still referenced or holds rules).
+func TestWorldsCleanupOnTheFake(t *testing.T) {
+	for _, w := range proxytest.Worlds() {
+		fk, _, _ := syncWorld(t, w)
+		if err := Cleanup(fk); err != nil {
+			t.Fatalf("world %s: cleanup: %v", w.Name, err)
+		}
+		for table, save := range saveTables(t, fk) {
+			if strings.Contains(save, "KUBE-") {
+				t.Errorf("world %s: after cleanup table %s still holds:\n%s", w.Name, table, save)
+			}
+		}
+	}
+}
+
+// Flushed notices chains emptied or deleted behind the Proxier's back, and a full sync
+// repairs them.
+func TestFlushedOnTheFake(t *testing.T) {
+	fk, _, px := syncWorld(t, proxytest.Worlds()[0])
+	want := saveTables(t, fk)
+	if px.Flushed() {
+		t.Fatal("Flushed right after a sync")
+	}
+	for _, breakIt := range [][]string{{"-t", "nat", "-F"}, {"-t", "mangle", "-X", chainCanary}, {"-t", "filter", "-F", "FORWARD"}} {
+		if err := fk.Run(breakIt...); err != nil {
+			t.Fatal(err)
+		}
+		if !px.Flushed() {
+			t.Errorf("Flushed missed iptables %v", breakIt)
+		}
+		tr := model.NewTracker(proxytest.NodeName, nil)
+		proxytest.Feed(tr, proxytest.Worlds()[0])
+		if err := px.Sync(tr.Snapshot(), true); err != nil {
+			t.Fatalf("full sync after iptables %v: %v", breakIt, err)
+		}
+		if px.Flushed() {
+			t.Errorf("still Flushed after the full sync that followed iptables %v", breakIt)
+		}
+		got := saveTables(t, fk)
+		for table := range want {
+			if got[table] != want[table] {
+				t.Errorf("after iptables %v and a full sync, table %s:\n%s", breakIt, table, lineDiff(got[table], want[table]))
+			}
+		}
+	}
+}
