@@ -3,6 +3,7 @@ package iptables
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -31,6 +32,10 @@ type Runner interface {
 	// table; where it cannot tell (a held lock), it reports false.
 	ChainsFlushed(probes []ChainProbe) bool
 }
+
+// ErrNotFound is wrapped by Runner.Run's error when the rule or chain it names does not
+// exist: iptables exits with status 1.
+var ErrNotFound = errors.New("no such rule or chain")
 
 // execRunner runs the real binaries of one family and flavour.
 type execRunner struct {

@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -164,10 +163,6 @@ func (t *fakeTable) declare(decl string) error {
 	t.chains[name] = &fakeChain{name: name}
 	return nil
 }
-
-// ErrNotFound is wrapped by the errors of Runner.Run (and Fake's) when the rule or chain
-// it names does not exist: iptables exits with status 1.
-var ErrNotFound = errors.New("no such rule or chain")
 
 // command applies one command ("-A CHAIN ...", "-X CHAIN", ...) to a table.
 func (f *Fake) command(t *fakeTable, w []string) error {

@@ -37,7 +37,8 @@ type Proxier struct {
 	// LastOperations is the number of operations of the last transaction, for logs,
 	// metrics and tests.
 	LastOperations int
-	// LastVia says how the last transaction was written: "nft", "netlink" or "none".
+	// LastVia says how the last transaction was written: "nft" (Kernel.Run), "netlink"
+	// (Kernel.writeElements), "nft+netlink" (both) or "none".
 	LastVia string
 }
 
