@@ -103,8 +103,9 @@ func TestFakeCasesOnTheKernel(t *testing.T) {
 }
 
 // restoreBoth applies the same input to the fake and the kernel and wants the same
-// outcome and the same tables, byte for byte (without "#" lines).
-func restoreBoth(t *testing.T, what string, fk *Fake, r binRunner, data []byte, tables ...string) {
+// outcome and the same tables, byte for byte (without "#" lines); it returns the
+// fake's error.
+func restoreBoth(t *testing.T, what string, fk *Fake, r binRunner, data []byte, tables ...string) error {
 	t.Helper()
 	errF, errK := fk.Restore(data), r.Restore(data)
 	if (errF == nil) != (errK == nil) {
@@ -120,6 +121,7 @@ func restoreBoth(t *testing.T, what string, fk *Fake, r binRunner, data []byte, 
 			t.Errorf("%s: table %s differs:\n%s", what, table, lineDiff(got, want))
 		}
 	}
+	return errF
 }
 
 // lineDiff lists the lines only the fake has ("fake:") and only the kernel has.
@@ -160,8 +162,7 @@ type teeRunner struct {
 
 func (r *teeRunner) Restore(data []byte) error {
 	r.t.Helper()
-	restoreBoth(r.t, r.step, r.Fake, r.kernel, data, "filter", "nat", "mangle")
-	return nil
+	return restoreBoth(r.t, r.step, r.Fake, r.kernel, data, "filter", "nat", "mangle")
 }
 
 // kproxy's own rulesets, full and partial, leave the fake's tables as they leave the
