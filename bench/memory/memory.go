@@ -73,7 +73,7 @@ func Measure(n, m int) (Result, error) {
 
 	nft := discard{knftables.NewFake(knftables.IPv4Family, nftables.TableName)}
 	px := nftables.NewProxier(nftables.Params{Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
-		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nft)
+		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nftables.NewFakeKernel(nft))
 	allocBefore := totalAlloc()
 	if err := px.Sync(snap, true); err != nil {
 		return r, fmt.Errorf("memory: nftables sync: %w", err)

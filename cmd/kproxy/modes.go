@@ -16,6 +16,7 @@ import (
 	"github.com/kproxy/kproxy/internal/nfacct"
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/proxy"
+	"github.com/kproxy/kproxy/internal/sysctl"
 	"github.com/kproxy/kproxy/internal/userspace"
 )
 
@@ -138,7 +139,7 @@ func iptablesBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, e
 			DropInvalid:        !cfg.Conntrack.TCPBeLiberal && !tcpBeLiberal(),
 			NFAcct:             countWithNFAcct,
 		}
-		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f)))
+		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f), sysctl.Proc))
 	}
 	return out, nil
 }

@@ -24,7 +24,7 @@ var fixedChains = map[string][]string{
 func Cleanup(r Runner) error {
 	var errs []error
 	for _, table := range []string{"filter", "nat", "mangle"} {
-		save, err := saveSkeleton(r, table)
+		save, err := r.SaveSkeleton(table)
 		if err != nil {
 			errs = append(errs, err)
 			continue

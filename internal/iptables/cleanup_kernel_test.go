@@ -36,6 +36,22 @@ func (r nsRunner) Run(args ...string) error {
 	return nil
 }
 
+func (r nsRunner) SaveSkeleton(table string) ([]byte, error) {
+	save, err := r.Save(table)
+	return skeletonOf(save), err
+}
+
+// ChainsFlushed asks iptables-nft -S for every probe.
+func (r nsRunner) ChainsFlushed(probes []ChainProbe) bool {
+	for _, p := range probes {
+		out, err := r.cmd("iptables-nft", "-w", "5", "-t", p.Table, "-S", p.Chain).Output()
+		if err != nil || (p.NeedsRules && !strings.Contains(string(out), "-A ")) {
+			return true
+		}
+	}
+	return false
+}
+
 // cleanupNetns creates a network namespace for the test (deleted when it ends) and
 // returns a runner of the iptables-nft binaries in it.
 func cleanupNetns(t *testing.T, name string) nsRunner {

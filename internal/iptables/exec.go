@@ -3,6 +3,7 @@ package iptables
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -10,15 +11,31 @@ import (
 	"github.com/kproxy/kproxy/internal/model"
 )
 
-// Runner is the seam between the backend and the iptables binaries; tests replace it.
+// Runner is what the iptables backend asks of one family's iptables, and all it asks:
+// the seam between the backend and the kernel. NewRunner's drives the real binaries
+// (and netlink where that is cheaper); Fake holds the tables in memory.
 type Runner interface {
 	// Restore feeds data to iptables-restore --noflush: each table is one transaction.
 	Restore(data []byte) error
 	// Save returns iptables-save's output for one table.
 	Save(table string) ([]byte, error)
-	// Run runs the iptables command with the given arguments.
+	// Run runs the iptables command with the given arguments. When the rule or chain
+	// it names does not exist (exit status 1) the error wraps ErrNotFound.
 	Run(args ...string) error
+	// SaveSkeleton returns the skeleton of one table (see inSkeleton) as iptables-save
+	// lines: what a full sync needs to know of the kernel, without the cost of a whole
+	// dump.
+	SaveSkeleton(table string) ([]byte, error)
+	// ChainsFlushed reports whether a probe's chain is missing, or empty where the
+	// probe needs rules: kproxy's rules were removed behind its back. Where each look
+	// loads a whole table, an implementation may look only at the first probe of each
+	// table; where it cannot tell (a held lock), it reports false.
+	ChainsFlushed(probes []ChainProbe) bool
 }
+
+// ErrNotFound is wrapped by Runner.Run's error when the rule or chain it names does not
+// exist: iptables exits with status 1.
+var ErrNotFound = errors.New("no such rule or chain")
 
 // execRunner runs the real binaries of one family and flavour.
 type execRunner struct {
@@ -59,6 +76,9 @@ func (r *execRunner) Save(table string) ([]byte, error) {
 func (r *execRunner) Run(args ...string) error {
 	out, err := exec.Command(r.iptables, append([]string{"-w", "5"}, args...)...).CombinedOutput()
 	if err != nil {
+		if isExitStatus1(err) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
 		return fmt.Errorf("%s %s: %w: %s", r.iptables, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil

@@ -103,13 +103,9 @@ func countJumps(save []byte, j jump) int {
 	return n
 }
 
-// isNotFound tells "rule does not exist" (exit status 1) from real failures.
-func isNotFound(err error) bool {
+// isExitStatus1 tells an iptables binary's "rule or chain does not exist" (exit status
+// 1) from real failures; only the exec runner looks at exit statuses.
+func isExitStatus1(err error) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() == 1
-}
-
-// canaryPresent reports whether the mangle canary still exists.
-func canaryPresent(r Runner) bool {
-	return r.Run("-t", "mangle", "-S", chainCanary) == nil
 }

@@ -3,7 +3,6 @@ package iptables
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -11,12 +10,15 @@ import (
 
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
+	"github.com/kproxy/kproxy/internal/sysctl"
 )
 
 // Proxier programs one IP family's Services into iptables.
 type Proxier struct {
 	params Params
 	runner Runner
+	// sysctl sets the kernel tunables the rules rely on.
+	sysctl sysctl.Writer
 	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
 	// to the change.
 	builder *Builder
@@ -27,11 +29,12 @@ type Proxier struct {
 	programmed atomic.Bool
 }
 
-// NewProxier returns a Proxier. The node's parameters in p (LocalDetector,
-// NodePortAll, NodePortIPs) are replaced at each sync by the snapshot's, when it has
-// them (model.Snapshot.NodeParams).
-func NewProxier(p Params, r Runner) *Proxier {
-	return &Proxier{params: p, runner: r, builder: NewBuilder()}
+// NewProxier returns a Proxier on the family's iptables r; sysctls sets the kernel
+// tunables the rules need (sysctl.Proc on a node). The node's parameters in p
+// (LocalDetector, NodePortAll, NodePortIPs) are replaced at each sync by the
+// snapshot's, when it has them (model.Snapshot.NodeParams).
+func NewProxier(p Params, r Runner, sysctls sysctl.Writer) *Proxier {
+	return &Proxier{params: p, runner: r, sysctl: sysctls, builder: NewBuilder()}
 }
 
 // Family is the IP family this proxier programs.
@@ -58,7 +61,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		// jump rules that are missing (to insert): the whole sync is then one restore.
 		saved := map[string][]byte{}
 		for _, table := range []string{"filter", "nat"} {
-			save, err := saveSkeleton(p.runner, table)
+			save, err := p.runner.SaveSkeleton(table)
 			if err != nil {
 				return err
 			}
@@ -109,7 +112,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 // NodePorts, route_localnet (without it the kernel drops 127.0.0.1 after DNAT).
 func (p *Proxier) setupKernel() error {
 	if p.params.Family == model.IPv4 && p.params.LocalhostNodePorts {
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+		if err := p.sysctl("net/ipv4/conf/all/route_localnet", "1"); err != nil {
 			klog.ErrorS(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")
 		}
 	}
@@ -118,7 +121,9 @@ func (p *Proxier) setupKernel() error {
 
 // Flushed reports whether someone removed kproxy's canary chain or emptied its chains (iptables -F / -X,
 // a firewall restart): the rules must then be rewritten in full.
-func (p *Proxier) Flushed() bool { return p.programmed.Load() && rulesFlushed(p.runner) }
+func (p *Proxier) Flushed() bool {
+	return p.programmed.Load() && p.runner.ChainsFlushed(flushProbes)
+}
 
 // Cleanup removes all of this backend's rules from the kernel.
 func (p *Proxier) Cleanup() error { return Cleanup(p.runner) }

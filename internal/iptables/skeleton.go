@@ -39,32 +39,20 @@ func inSkeleton(line []byte) bool {
 	return false
 }
 
-// skeletonSaver streams iptables-save and keeps only the skeleton, so the dump is
-// never held in memory whole.
-type skeletonSaver interface {
-	saveSkeleton(table string) ([]byte, error)
-}
-
-// saveSkeleton returns the skeleton of one table (see inSkeleton) as iptables-save
-// lines.
-func saveSkeleton(r Runner, table string) ([]byte, error) {
-	if s, ok := r.(skeletonSaver); ok {
-		return s.saveSkeleton(table)
-	}
-	save, err := r.Save(table)
-	if err != nil {
-		return nil, err
-	}
+// skeletonOf keeps the skeleton of iptables-save output.
+func skeletonOf(save []byte) []byte {
 	var out []byte
 	for line := range bytes.Lines(save) {
 		if line = bytes.TrimSuffix(line, []byte("\n")); inSkeleton(line) {
 			out = append(append(out, line...), '\n')
 		}
 	}
-	return out, nil
+	return out
 }
 
-func (r *execRunner) saveSkeleton(table string) ([]byte, error) {
+// SaveSkeleton reads the skeleton without holding the dump in memory: over netlink
+// for iptables-nft, else streaming iptables-save's output.
+func (r *execRunner) SaveSkeleton(table string) ([]byte, error) {
 	if r.flavour == FlavourNFT {
 		// iptables-nft's tables are nf_tables tables: netlink lists their chains and
 		// the built-in chains' rules in milliseconds, where iptables-nft-save 1.8.9

@@ -60,7 +60,7 @@ func TestNetlinkSkeletonAgreesWithIPTablesSave(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		viaSave, err := saveSkeleton(r, table)
+		viaSave, err := r.SaveSkeleton(table)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,11 @@
 package ipvs
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/model"
+)
 
 func TestIPTablesModeLeftovers(t *testing.T) {
 	cases := []struct {
@@ -22,15 +27,18 @@ func TestIPTablesModeLeftovers(t *testing.T) {
 			if got := IsIPTablesModeChain(tc.chain); got != tc.want {
 				t.Errorf("IsIPTablesModeChain(%q) = %v, want %v", tc.chain, got, tc.want)
 			}
-			ipt := newFakeIPT()
-			ipt.chains["nat "+tc.chain] = true
-			ipt.chains["nat POSTROUTING"] = true
+			ipt := iptables.NewFake(model.IPv4)
+			if err := ipt.Restore([]byte("*nat\n:" + tc.chain + " - [0:0]\nCOMMIT\n")); err != nil {
+				t.Fatal(err)
+			}
 			if got := HasIPTablesModeLeftovers(ipt); got != tc.want {
 				t.Errorf("HasIPTablesModeLeftovers with nat chain %s = %v, want %v", tc.chain, got, tc.want)
 			}
 			// The same chain in another table is no leftover of the nat table.
-			other := newFakeIPT()
-			other.chains["filter "+tc.chain] = true
+			other := iptables.NewFake(model.IPv4)
+			if err := other.Restore([]byte("*filter\n:" + tc.chain + " - [0:0]\nCOMMIT\n")); err != nil {
+				t.Fatal(err)
+			}
 			if HasIPTablesModeLeftovers(other) {
 				t.Errorf("HasIPTablesModeLeftovers counted filter chain %s", tc.chain)
 			}

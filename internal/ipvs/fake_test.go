@@ -3,11 +3,13 @@ package ipvs
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	libipvs "github.com/moby/ipvs"
 
+	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -97,6 +99,9 @@ func (f *fakeHandle) NewDestination(s *libipvs.Service, d *libipvs.Destination) 
 	k := f.key(s)
 	if _, ok := f.services[k]; !ok {
 		return fmt.Errorf("no such service")
+	}
+	if _, dup := f.dests[k][destAddr(d)]; dup {
+		return fmt.Errorf("file exists")
 	}
 	c := *d
 	f.dests[k][destAddr(d)] = &c
@@ -190,6 +195,9 @@ func (l *fakeLinks) AddAddr(name string, a netip.Addr) error {
 	if _, ok := l.addrs[name]; !ok {
 		return fmt.Errorf("no interface %s", name)
 	}
+	if slices.Contains(l.addrs[name], a) {
+		return nil // the kernel says EEXIST, which NetlinkLinks takes as done
+	}
 	l.addrs[name] = append(l.addrs[name], a)
 	return nil
 }
@@ -214,36 +222,86 @@ func (l *fakeLinks) LocalAddrs(f model.Family, exclude string) ([]netip.Addr, er
 	return out, nil
 }
 
-// fakeIPSet applies restore input to in-memory sets, enough of ipset's language for
-// what SetsRestore writes.
+// fakeIPSet holds sets and their members and applies "ipset restore -exist" input
+// as the kernel does for what SetsRestore writes: create is a no-op for an existing
+// set of the same type, adding a member twice keeps one, and adding to, swapping or
+// flushing a missing set fails, as does destroying a set an iptables rule matches
+// (inUse, when set, tells).
 type fakeIPSet struct {
 	sets     map[string][]string
+	types    map[string]string
 	restores int
+	inUse    func(name string) bool
 }
 
 func (s *fakeIPSet) Restore(data []byte) error {
 	if s.sets == nil {
-		s.sets = map[string][]string{}
+		s.sets, s.types = map[string][]string{}, map[string]string{}
 	}
 	s.restores++
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		w := strings.Fields(line)
-		switch w[0] {
-		case "create":
-			if _, ok := s.sets[w[1]]; !ok {
-				s.sets[w[1]] = []string{}
-			}
-		case "flush":
-			s.sets[w[1]] = []string{}
-		case "add":
-			s.sets[w[1]] = append(s.sets[w[1]], w[2])
-		case "swap":
-			s.sets[w[1]], s.sets[w[2]] = s.sets[w[2]], s.sets[w[1]]
-		case "destroy":
-			delete(s.sets, w[1])
-		default:
-			return fmt.Errorf("fake ipset: unknown command %q", line)
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if err := s.apply(strings.Fields(line)); err != nil {
+			return fmt.Errorf("fake ipset restore: line %d (%s): %w", i+1, line, err)
 		}
+	}
+	return nil
+}
+
+func (s *fakeIPSet) apply(w []string) error {
+	if len(w) < 2 {
+		return fmt.Errorf("no set named")
+	}
+	name := w[1]
+	_, exists := s.sets[name]
+	need := func(names ...string) error {
+		for _, n := range names {
+			if _, ok := s.sets[n]; !ok {
+				return fmt.Errorf("the set %s does not exist", n)
+			}
+		}
+		return nil
+	}
+	switch w[0] {
+	case "create":
+		if len(w) < 3 {
+			return fmt.Errorf("create without a type")
+		}
+		if exists && s.types[name] != w[2] {
+			return fmt.Errorf("set %s exists with type %s, not %s", name, s.types[name], w[2])
+		}
+		if !exists {
+			s.sets[name], s.types[name] = []string{}, w[2]
+		}
+	case "flush":
+		if err := need(name); err != nil {
+			return err
+		}
+		s.sets[name] = []string{}
+	case "add":
+		if err := need(name); err != nil {
+			return err
+		}
+		if len(w) != 3 {
+			return fmt.Errorf("add needs one member")
+		}
+		if !slices.Contains(s.sets[name], w[2]) {
+			s.sets[name] = append(s.sets[name], w[2])
+		}
+	case "swap":
+		if len(w) != 3 {
+			return fmt.Errorf("swap needs two sets")
+		}
+		if err := need(name, w[2]); err != nil {
+			return err
+		}
+		if s.types[name] != s.types[w[2]] {
+			return fmt.Errorf("sets %s and %s have different types", name, w[2])
+		}
+		s.sets[name], s.sets[w[2]] = s.sets[w[2]], s.sets[name]
+	case "destroy":
+		return s.Destroy(name)
+	default:
+		return fmt.Errorf("unknown command %q", w[0])
 	}
 	return nil
 }
@@ -257,77 +315,27 @@ func (s *fakeIPSet) Names() ([]string, error) {
 	return out, nil
 }
 
-func (s *fakeIPSet) Destroy(name string) error { delete(s.sets, name); return nil }
-
-// fakeIPT keeps chains and the rules of built-in chains per table, enough for the
-// restores, saves and -C/-I/-D/-N/-S runs this package makes.
-type fakeIPT struct {
-	restores [][]byte
-	rules    map[string]bool // "table -A CHAIN args", args quoted as iptables-save does
-	chains   map[string]bool // "table chain"
-}
-
-func newFakeIPT() *fakeIPT { return &fakeIPT{rules: map[string]bool{}, chains: map[string]bool{}} }
-
-func (r *fakeIPT) Restore(data []byte) error {
-	r.restores = append(r.restores, data)
-	table := ""
-	for _, line := range strings.Split(string(data), "\n") {
-		switch {
-		case strings.HasPrefix(line, "*"):
-			table = line[1:]
-		case strings.HasPrefix(line, ":"):
-			r.chains[table+" "+strings.Fields(line[1:])[0]] = true
-		case strings.HasPrefix(line, "-X "):
-			delete(r.chains, table+" "+strings.TrimPrefix(line, "-X "))
-		case strings.HasPrefix(line, "-I "):
-			r.rules[table+" -A "+strings.TrimPrefix(line, "-I ")] = true
-		}
+func (s *fakeIPSet) Destroy(name string) error {
+	if _, ok := s.sets[name]; !ok {
+		return fmt.Errorf("the set %s does not exist", name)
 	}
+	if s.inUse != nil && s.inUse(name) {
+		return fmt.Errorf("set %s cannot be destroyed: it is in use by a kernel component", name)
+	}
+	delete(s.sets, name)
+	delete(s.types, name)
 	return nil
 }
 
-func (r *fakeIPT) Save(table string) ([]byte, error) {
-	var b strings.Builder
-	b.WriteString("*" + table + "\n")
-	for c := range r.chains {
-		if t, name, _ := strings.Cut(c, " "); t == table {
-			b.WriteString(":" + name + " - [0:0]\n")
+// ipsetInUse says whether a rule of the iptables fake matches the set.
+func ipsetInUse(ipt *iptables.Fake) func(string) bool {
+	return func(name string) bool {
+		for _, table := range []string{"filter", "nat", "mangle", "raw"} {
+			save, err := ipt.Save(table)
+			if err == nil && strings.Contains(string(save), " --match-set "+name+" ") {
+				return true
+			}
 		}
+		return false
 	}
-	for rule := range r.rules {
-		if t, rest, _ := strings.Cut(rule, " "); t == table {
-			b.WriteString(rest + "\n")
-		}
-	}
-	b.WriteString("COMMIT\n")
-	return []byte(b.String()), nil
-}
-
-func (r *fakeIPT) Run(args ...string) error {
-	table, op, chain := args[1], args[2], args[3]
-	rule := table + " -A " + chain + " " + quoteArgs(args[4:])
-	switch op {
-	case "-C":
-		if !r.rules[rule] {
-			return exit1()
-		}
-	case "-I":
-		r.rules[rule] = true
-	case "-D":
-		if !r.rules[rule] {
-			return exit1()
-		}
-		delete(r.rules, rule)
-	case "-N":
-		if r.chains[table+" "+chain] {
-			return exit1()
-		}
-		r.chains[table+" "+chain] = true
-	case "-S":
-		if !r.chains[table+" "+chain] {
-			return exit1()
-		}
-	}
-	return nil
 }

@@ -191,6 +191,9 @@ func (p *Plan) noteGaps(name string, plan *model.PortPlan) {
 		p.NoLocalEndpoints["external"]++
 		gap("externalTrafficPolicy Local without local endpoints: external addresses answer ICMP port-unreachable (refused) instead of dropping")
 	}
+	if plan.Firewalled {
+		gap("loadBalancerSourceRanges: the node's own connections to the LB IPs are not filtered (IPVS takes them in LOCAL_OUT, before the firewall chain)")
+	}
 	if plan.ShortCircuit {
 		gap("externalTrafficPolicy Local: pods and the node itself also reach only local endpoints through external addresses (no short-circuit to the cluster-wide set)")
 	}

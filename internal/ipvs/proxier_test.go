@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -55,16 +56,17 @@ type rig struct {
 	h     *fakeHandle
 	links *fakeLinks
 	sets  *fakeIPSet
-	ipt   *fakeIPT
+	ipt   *iptables.Fake
 	p     *Proxier
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
-	r := &rig{h: newFakeHandle(), links: newFakeLinks(nodeIP), sets: &fakeIPSet{}, ipt: newFakeIPT()}
 	if cfg.Family == 0 {
 		cfg.Family = model.IPv4
 	}
+	r := &rig{h: newFakeHandle(), links: newFakeLinks(nodeIP), ipt: iptables.NewFake(cfg.Family)}
+	r.sets = &fakeIPSet{inUse: ipsetInUse(r.ipt)}
 	if cfg.MasqueradeBit == 0 {
 		cfg.MasqueradeBit = 14
 	}
@@ -122,26 +124,45 @@ func TestSyncProgramsEveryServiceAddress(t *testing.T) {
 			t.Errorf("ipset %s = %q, want %q", set, got, members)
 		}
 	}
-	if len(r.ipt.restores) != 1 || !strings.Contains(string(r.ipt.restores[0]), "*mangle\n:KUBE-PROXY-CANARY") || !strings.Contains(string(r.ipt.restores[0]), "-A KUBE-SERVICES ! -s 10.244.0.0/16 ") {
-		t.Errorf("want one iptables restore with the ClusterIP masquerade rule for non-pod sources; got %d", len(r.ipt.restores))
+	if n := r.ipt.Restores(); n != 1 {
+		t.Errorf("the full sync ran %d iptables restores, want 1", n)
 	}
-	for _, j := range jumps {
-		if !r.ipt.rules[j.table+" "+strings.TrimSuffix(j.saveLine(), "\n")] {
-			t.Errorf("jump rule missing: %s %s %v", j.table, j.chain, j.args)
-		}
+	if _, ok := r.ipt.Rules("mangle", chainCanary); !ok {
+		t.Errorf("no canary chain in mangle")
+	}
+	if rules, _ := r.ipt.Rules("nat", chainServices); !slices.ContainsFunc(rules, func(l string) bool {
+		return strings.HasPrefix(l, "-A KUBE-SERVICES ! -s 10.244.0.0/16 ") && strings.HasSuffix(l, "-j KUBE-MARK-MASQ")
+	}) {
+		t.Errorf("no ClusterIP masquerade rule for non-pod sources in nat KUBE-SERVICES:\n%s", strings.Join(rules, "\n"))
 	}
 	r.sync(t, s, true)
-	if n := strings.Count(string(r.ipt.restores[1]), "-I "); n != 0 {
-		t.Errorf("a second full sync inserted %d jump rules again", n)
+	// Every jump rule once, also after a second full sync.
+	for _, j := range jumps {
+		rules, _ := r.ipt.Rules(j.table, j.chain)
+		if n := countLines(rules, strings.TrimSuffix(j.saveLine(), "\n")); n != 1 {
+			t.Errorf("jump rule %s %s %v present %d times, want once", j.table, j.chain, j.args, n)
+		}
 	}
 	if r.p.Flushed() {
 		t.Errorf("Flushed right after a sync")
 	}
-	delete(r.ipt.chains, "mangle "+chainCanary)
+	if err := r.ipt.Run("-t", "mangle", "-X", chainCanary); err != nil {
+		t.Fatal(err)
+	}
 	r.p.flushCheckedAt = time.Time{} // as if the last check were long ago
 	if !r.p.Flushed() {
 		t.Errorf("Flushed is false after the canary chain was removed")
 	}
+}
+
+func countLines(lines []string, want string) int {
+	n := 0
+	for _, l := range lines {
+		if l == want {
+			n++
+		}
+	}
+	return n
 }
 
 func mapStr(as []netip.Addr) []string {
@@ -283,8 +304,8 @@ func TestOnlyChangedSetsAreRewritten(t *testing.T) {
 	if strings.Count(in, "swap ") != 1 || !strings.Contains(in, "create KUBE-CLUSTER-IP hash:ip,port family inet") {
 		t.Errorf("restore input for one changed set:\n%s", in)
 	}
-	if len(r.ipt.restores) != 1 {
-		t.Errorf("the fixed iptables rules were rewritten %d times for endpoint changes", len(r.ipt.restores))
+	if n := r.ipt.Restores(); n != 1 {
+		t.Errorf("the fixed iptables rules were rewritten %d times for endpoint changes", n)
 	}
 }
 
@@ -333,12 +354,16 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	if names, _ := r.sets.Names(); len(names) != 0 {
 		t.Errorf("ipsets remain: %v", names)
 	}
-	if len(r.ipt.rules) != 0 {
-		t.Errorf("jump rules remain: %v", r.ipt.rules)
+	for _, j := range jumps {
+		if rules, _ := r.ipt.Rules(j.table, j.chain); len(rules) != 0 {
+			t.Errorf("rules remain in %s %s: %v", j.table, j.chain, rules)
+		}
 	}
-	for c := range r.ipt.chains {
-		if ipvsOnlyChains[strings.Fields(c)[1]] {
-			t.Errorf("chain %s remains", c)
+	for _, table := range []string{"filter", "nat"} {
+		for c := range ipvsOnlyChains {
+			if _, ok := r.ipt.Rules(table, c); ok {
+				t.Errorf("chain %s %s remains", table, c)
+			}
 		}
 	}
 	if HasLeftovers(r.links, r.sets) {

@@ -2,26 +2,15 @@ package ipvs
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/kproxy/kproxy/internal/sysctl"
 )
 
 // SysctlWriter sets a sysctl given its path below /proc/sys ("net/ipv4/vs/conntrack").
-type SysctlWriter func(path, value string) error
+type SysctlWriter = sysctl.Writer
 
 // ProcSysctls writes /proc/sys of this network namespace.
-func ProcSysctls(path, value string) error {
-	full := filepath.Join("/proc/sys", path)
-	if cur, err := os.ReadFile(full); err == nil && strings.TrimSpace(string(cur)) == value {
-		return nil
-	}
-	if err := os.WriteFile(full, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
-	}
-	return nil
-}
+func ProcSysctls(path, value string) error { return sysctl.Proc(path, value) }
 
 // setSysctls sets what upstream's IPVS mode sets: conntrack for IPVS connections (so
 // masquerading works), expiry of connections to removed real servers and of their

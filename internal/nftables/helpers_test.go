@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"context"
 	"net/netip"
 	"sort"
 	"strings"
@@ -93,7 +94,19 @@ func referenceParams() Params {
 type testProxier struct {
 	*Proxier
 	fake  *knftables.Fake
+	rec   *recorder
 	clock time.Time
+}
+
+// recorder is knftables' fake, keeping the transactions it ran.
+type recorder struct {
+	*knftables.Fake
+	txs []string
+}
+
+func (r *recorder) Run(ctx context.Context, tx *knftables.Transaction) error {
+	r.txs = append(r.txs, tx.String())
+	return r.Fake.Run(ctx, tx)
 }
 
 func newTestProxier(p Params) *testProxier {
@@ -102,13 +115,15 @@ func newTestProxier(p Params) *testProxier {
 		fam = knftables.IPv6Family
 	}
 	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: time.Unix(1_000_000, 0)}
-	tp.Proxier = NewProxier(p, tp.fake)
+	tp.rec = &recorder{Fake: tp.fake}
+	tp.Proxier = NewProxier(p, NewFakeKernel(tp.rec))
 	tp.now = func() time.Time { return tp.clock }
 	return tp
 }
 
 func (tp *testProxier) sync(t *testing.T, snap *model.Snapshot, full bool) {
 	t.Helper()
+	tp.rec.txs = nil
 	if err := tp.Sync(snap, full); err != nil {
 		t.Fatalf("sync (full=%v): %v", full, err)
 	}
@@ -121,11 +136,13 @@ func (tp *testProxier) dumpLines() []string {
 	return lines
 }
 
-// txLines are the operations of the fake's last transaction, in order.
+// txLines are the operations of the transactions of the last sync, in order.
 func (tp *testProxier) txLines() []string {
-	tp.fake.RLock()
-	defer tp.fake.RUnlock()
-	return strings.Split(strings.TrimSpace(tp.fake.LastTransaction.String()), "\n")
+	var out []string
+	for _, tx := range tp.rec.txs {
+		out = append(out, strings.Split(strings.TrimSpace(tx), "\n")...)
+	}
+	return out
 }
 
 func contains(lines []string, want string) bool {

@@ -21,15 +21,9 @@ const syncTimeout = 5 * time.Minute
 // Proxier programs one IP family's Services into that family's kube-proxy table.
 type Proxier struct {
 	params Params
-	nft    knftables.Interface
+	nft    Kernel
 	// now is the clock for delayed chain deletion; tests replace it.
 	now func() time.Time
-	// countRules counts the rules of one of the table's chains: by netlink for the
-	// kernel, through the interface for knftables' fake.
-	countRules func(ctx context.Context, chain string) (int, error)
-	// writeElements applies a transaction of element operations only without nft (see
-	// elements.go); nil for knftables' fake, whose transactions tests read.
-	writeElements func(ops []elementOp) error
 
 	mu sync.Mutex
 	// state is what the kernel holds after the last successful sync; nil when that is
@@ -40,24 +34,21 @@ type Proxier struct {
 	// LastOperations is the number of operations of the last transaction, for logs,
 	// metrics and tests.
 	LastOperations int
-	// LastVia says how the last transaction was written: "nft", "netlink" or "none".
+	// LastVia says how the last transaction was written: "nft" (Kernel.Run), "netlink"
+	// (Kernel.writeElements), "nft+netlink" (both) or "none".
 	LastVia string
 }
 
-// New returns the knftables interface for the family's kube-proxy table in the kernel.
-// Listing goes over netlink: the nft CLI takes seconds to list a table of ten thousand
-// Services. A Proxier on it also counts rules and writes elements over netlink.
-func New(f model.Family) (knftables.Interface, error) {
+// New returns the Kernel of the family's kube-proxy table. Listing goes over netlink:
+// the nft CLI takes seconds to list a table of ten thousand Services. Rules are
+// counted and elements written over netlink too.
+func New(f model.Family) (Kernel, error) {
 	nft, err := knftables.New(nftFamily(f), TableName, knftables.UseNetlink)
 	if err != nil {
 		return nil, err
 	}
-	return kernelTable{nft}, nil
+	return kernelTable{Interface: nft, family: f}, nil
 }
-
-// kernelTable marks the interface New returns: the kernel's, as opposed to a fake or
-// another stand-in, whose content only knftables' operations reach.
-type kernelTable struct{ knftables.Interface }
 
 func nftFamily(f model.Family) knftables.Family {
 	if f == model.IPv6 {
@@ -69,21 +60,8 @@ func nftFamily(f model.Family) knftables.Family {
 // NewProxier returns a Proxier that programs p.Family through nft, whose family must be
 // the same. The node's parameters in p (LocalDetector, NodePortAll, NodePortIPs) are
 // replaced at each sync by the snapshot's, when it has them.
-func NewProxier(p Params, nft knftables.Interface) *Proxier {
-	px := &Proxier{params: p, nft: nft, now: time.Now}
-	if _, kernel := nft.(kernelTable); kernel {
-		px.countRules = func(_ context.Context, chain string) (int, error) { return countRulesNetlink(p.Family, chain) }
-		px.writeElements = func(ops []elementOp) error { return writeElementsNetlink(p.Family, ops) }
-	} else {
-		px.countRules = func(ctx context.Context, chain string) (int, error) {
-			rules, err := nft.ListRules(ctx, chain)
-			if knftables.IsNotFound(err) {
-				return 0, nil
-			}
-			return len(rules), err
-		}
-	}
-	return px
+func NewProxier(p Params, nft Kernel) *Proxier {
+	return &Proxier{params: p, nft: nft, now: time.Now}
 }
 
 // Family is the IP family this proxier programs.
@@ -110,7 +88,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	if full && prev != nil {
 		// A table flushed behind our back (nft flush table) keeps its chains, empty:
 		// then nothing of it can be trusted and it is rebuilt like on the first sync.
-		if n, err := p.countRules(ctx, chainServices); err != nil || n == 0 {
+		if n, err := p.nft.CountRules(ctx, chainServices); err != nil || n == 0 {
 			prev = nil
 		}
 	}
@@ -131,8 +109,8 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	// nft, are then written over netlink after the transaction that creates the
 	// chains and maps. Otherwise a full sync is one atomic nft transaction.
 	apart := false
-	if prev == nil && p.writeElements != nil {
-		n, err := p.countRules(ctx, chainServices)
+	if prev == nil {
+		n, err := p.nft.CountRules(ctx, chainServices)
 		apart = err == nil && n == 0
 	}
 	tx := p.nft.NewTransaction()
@@ -144,14 +122,14 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	case apart:
 		via = "nft+netlink"
 		if err = p.nft.Run(ctx, tx); err == nil {
-			err = p.writeElements(ops)
+			err = p.nft.writeElements(ctx, ops)
 		}
 	case tx.NumOperations() == 0:
 		via = "none"
-	case p.writeElements != nil && tx.NumOperations() == len(ops):
+	case tx.NumOperations() == len(ops):
 		// Nothing but element adds and deletes.
 		via = "netlink"
-		err = p.writeElements(ops)
+		err = p.nft.writeElements(ctx, ops)
 	default:
 		err = p.nft.Run(ctx, tx)
 	}
@@ -195,7 +173,7 @@ func (p *Proxier) Flushed() bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := p.countRules(ctx, chainServices)
+	n, err := p.nft.CountRules(ctx, chainServices)
 	if err != nil {
 		klog.V(2).InfoS("Cannot check the nftables table", "family", p.params.Family, "err", err)
 		return false

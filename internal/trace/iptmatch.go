@@ -108,8 +108,58 @@ func (e *iptEval) optMatch(b *branch, module string, o iptOpt) (ok, known bool) 
 		return ctStateMatch(f, o.val()), true
 	case "--ctstatus":
 		return ctStatusMatch(f, o.val()), true
+	case "--match-set":
+		if e.env.IPSets == nil || len(o.vals) != 2 {
+			return false, false
+		}
+		members, ok := e.env.IPSets[o.vals[0]]
+		if !ok {
+			b.note("ipset %s is not among the sets given to the tracer; treated as empty", o.vals[0])
+		}
+		return setMatch(members, o.vals[1], f), true
 	}
 	return false, false
+}
+
+// setMatch says whether a member of an ipset matches the packet along the match's
+// directions ("dst,dst", "dst,dst,src"): each part of a member ("10.96.0.10",
+// "tcp:80", "30080", "192.168.0.0/24") is compared with the address or port of the
+// packet's source or destination, so any of ipset's ip, port and net types works.
+func setMatch(members []string, dims string, f *flow) bool {
+	dirs := strings.Split(dims, ",")
+	for _, m := range members {
+		parts := strings.Split(m, ",")
+		if len(parts) != len(dirs) {
+			continue
+		}
+		all := true
+		for i, part := range parts {
+			all = all && setPartMatch(part, dirs[i], f)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+func setPartMatch(part, dir string, f *flow) bool {
+	addr, port := f.dst, f.dport
+	if dir == "src" {
+		addr, port = f.src, f.sport
+	}
+	if a, err := netip.ParseAddr(part); err == nil {
+		return a == addr
+	}
+	if p, err := netip.ParsePrefix(part); err == nil {
+		return p.Contains(addr)
+	}
+	proto, num, hasProto := strings.Cut(part, ":")
+	if !hasProto {
+		proto, num = "", part
+	}
+	n, err := strconv.ParseUint(num, 10, 16)
+	return err == nil && (proto == "" || strings.EqualFold(proto, f.proto)) && uint16(n) == port
 }
 
 // statistic handles "-m statistic --mode random --probability P".

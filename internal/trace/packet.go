@@ -67,6 +67,10 @@ type Env struct {
 	// and "fib daddr type local" match, and what decides between the INPUT and FORWARD
 	// paths. Loopback addresses (127.0.0.0/8, ::1) are always local.
 	LocalAddresses []netip.Addr
+	// IPSets holds the members of ipsets by set name, as "ipset list" prints them
+	// ("10.96.0.10,tcp:80"), for the "-m set" matches of IPVS mode's rules; when nil,
+	// such matches are not understood (they do not match, and the result says so).
+	IPSets map[string][]string
 }
 
 func (e *Env) isLocal(a netip.Addr) bool {
