@@ -17,6 +17,7 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
 
 	"github.com/kproxy/kproxy/internal/iptables"
@@ -73,9 +74,9 @@ func Measure(n, m int) (Result, error) {
 
 	nft := discard{knftables.NewFake(knftables.IPv4Family, nftables.TableName)}
 	px := nftables.NewProxier(nftables.Params{Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
-		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nft, nil)
+		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nft, nil, clock.RealClock{})
 	allocBefore := totalAlloc()
-	if err := px.Sync(snap, true); err != nil {
+	if err := px.Sync(context.Background(), snap, true); err != nil {
 		return r, fmt.Errorf("memory: nftables sync: %w", err)
 	}
 	r.NFTablesSyncAlloc = totalAlloc() - allocBefore

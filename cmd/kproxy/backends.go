@@ -8,6 +8,7 @@ import (
 	"os/exec"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
@@ -22,22 +23,22 @@ import (
 
 // newBackends returns the configured mode's backend for each IP family, after removing
 // the rules of the other modes (kproxy's or an upstream kube-proxy's), so that
-// switching modes on a node leaves no stale rules behind.
-func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, error) {
+// switching modes on a node leaves no stale rules behind. The backends report to m.
+func newBackends(cfg *config.Config, sel *nodeaddr.Selector, m *metrics.Metrics) ([]proxy.Backend, error) {
 	var backends []proxy.Backend
 	if cfg.Mode != "ipvs" {
 		if err := cleanupIPVS(false); err != nil {
 			klog.ErrorS(err, "Removing IPVS-mode leftovers failed")
 		}
 	}
-	countWithNFAcct := cfg.Mode == "iptables" && ensureNFAcct()
+	countWithNFAcct := cfg.Mode == "iptables" && ensureNFAcct(m)
 	for _, f := range families() {
 		switch cfg.Mode {
 		case "iptables":
 			cleanupNFTables(f)
 			params := iptablesParams(cfg, f)
 			params.NFAcct = countWithNFAcct
-			backends = append(backends, iptables.NewProxier(params, iptables.NewRunner(f), nodePortIPs(sel, f)))
+			backends = append(backends, iptables.NewProxier(params, iptables.NewRunner(f), nodePortIPs(sel, f), m))
 		case "nftables":
 			if err := iptables.Cleanup(iptables.NewRunner(f)); err != nil {
 				klog.ErrorS(err, "Removing iptables-mode rules failed", "family", f)
@@ -46,11 +47,11 @@ func newBackends(cfg *config.Config, sel *nodeaddr.Selector) ([]proxy.Backend, e
 			if err != nil {
 				return nil, fmt.Errorf("nftables mode, %s: %w", f, err)
 			}
-			backends = append(backends, nftables.NewProxier(nftablesParams(cfg, f), nft, nodePortIPs(sel, f)))
+			backends = append(backends, nftables.NewProxier(nftablesParams(cfg, f), nft, nodePortIPs(sel, f), clock.RealClock{}))
 		case "userspace":
 			backends = append(backends, userspaceBackend(cfg, sel, f))
 		case "ipvs":
-			b, err := ipvsBackend(cfg, sel, f)
+			b, err := ipvsBackend(cfg, sel, f, m)
 			if err != nil {
 				return nil, err
 			}
@@ -209,16 +210,18 @@ func userspaceBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family
 // localhost NodePort packets in, and exports them as upstream's metrics. Where the
 // kernel has no nfnetlink_acct the rules count nothing, and the metrics are absent,
 // as with upstream.
-func ensureNFAcct() bool {
+func ensureNFAcct(m *metrics.Metrics) bool {
 	for _, name := range []string{nfacct.CTStateInvalidDropped, nfacct.LocalhostNodePortsAccepted} {
 		if err := nfacct.Ensure(name); err != nil {
 			klog.InfoS("No nfacct counters: the iptables rules will not count packets", "err", err)
 			return false
 		}
 	}
-	metrics.RegisterNFAcct(func(name string) (uint64, error) {
+	if err := m.RegisterNFAcct(func(name string) (uint64, error) {
 		c, err := nfacct.Get(name)
 		return c.Packets, err
-	}, metrics.LocalhostNodePortsAcceptedPackets, metrics.CTStateInvalidDroppedPackets)
+	}, klog.Background()); err != nil {
+		klog.ErrorS(err, "The nfacct counters are not exported")
+	}
 	return true
 }

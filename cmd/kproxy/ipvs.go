@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,10 +8,12 @@ import (
 
 	gnft "github.com/google/nftables"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/ipvs"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
@@ -21,8 +22,8 @@ import (
 
 // ipvsBackend is the IPVS mode's backend for family f. iptables-mode per-service
 // chains left from an earlier run are removed first: they would DNAT Service traffic
-// before IPVS sees it.
-func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (proxy.Backend, error) {
+// before IPVS sees it. The backend reports to m.
+func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family, m *metrics.Metrics) (proxy.Backend, error) {
 	runner := iptables.NewRunner(f)
 	if hasIPTablesModeLeftovers(f, runner) {
 		klog.InfoS("Removing iptables-mode rules before starting IPVS mode", "family", f)
@@ -68,9 +69,9 @@ func ipvsBackend(cfg *config.Config, sel *nodeaddr.Selector, f model.Family) (pr
 			c.NotLocal = []string{"!", "-s", cidr.String()}
 		}
 	}
-	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, runner)
-	// The drain loop lives as long as the process.
-	if err := p.Setup(context.Background(), ipvs.ProcSysctls); err != nil {
+	// Its drain loop (RunBackground) runs with the proxy's loop.
+	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, runner, m, clock.RealClock{})
+	if err := p.Setup(ipvs.ProcSysctls); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 
 	"github.com/kproxy/kproxy/internal/model"
@@ -93,7 +94,9 @@ func referenceParams() Params {
 type testProxier struct {
 	*Proxier
 	fake  *knftables.Fake
-	clock time.Time
+	clock *testingclock.FakePassiveClock
+	// last is how the last sync wrote the kernel.
+	last written
 }
 
 func newTestProxier(p Params) *testProxier {
@@ -101,17 +104,18 @@ func newTestProxier(p Params) *testProxier {
 	if p.Family == model.IPv6 {
 		fam = knftables.IPv6Family
 	}
-	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: time.Unix(1_000_000, 0)}
-	tp.Proxier = NewProxier(p, tp.fake, nil)
-	tp.now = func() time.Time { return tp.clock }
+	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: testingclock.NewFakePassiveClock(time.Unix(1_000_000, 0))}
+	tp.Proxier = NewProxier(p, tp.fake, nil, tp.clock)
 	return tp
 }
 
 func (tp *testProxier) sync(t *testing.T, snap *model.Snapshot, full bool) {
 	t.Helper()
-	if err := tp.Sync(snap, full); err != nil {
+	w, err := tp.write(t.Context(), snap, full)
+	if err != nil {
 		t.Fatalf("sync (full=%v): %v", full, err)
 	}
+	tp.last = w
 }
 
 // dumpLines is the fake's table content as sorted "add ..." lines.

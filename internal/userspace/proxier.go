@@ -10,6 +10,7 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -91,6 +93,7 @@ func NewProxier(p Params) *Proxier {
 		udpIdle:      p.UDPIdleTimeout,
 		maxUDPFlows:  p.MaxUDPFlows,
 		clusterCIDRs: p.ClusterCIDRs,
+		clock:        clock.RealClock{},
 	}
 	return &Proxier{
 		params:    p,
@@ -106,8 +109,10 @@ func (p *Proxier) Family() model.Family { return p.params.Family }
 // Sync is part of proxy.Backend. Every sync plans from the whole snapshot (the plan is
 // cheap next to a netlink round trip) and applies only the differences: addresses are
 // added before listeners bind them and removed after the listeners on them stopped.
-func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
-	link, err := p.addrs.ensureLink()
+// It, and the listeners it starts, log to ctx's logger.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	logger := klog.FromContext(ctx)
+	link, err := p.addrs.ensureLink(logger)
 	if err != nil {
 		return fmt.Errorf("userspace %s: %w", p.params.Family, err)
 	}
@@ -132,19 +137,19 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 	}
 	var errs []error
-	if err := p.addrs.add(link, want); err != nil {
+	if err := p.addrs.add(logger, link, want); err != nil {
 		errs = append(errs, err)
 	}
-	if err := p.listeners.apply(pl); err != nil {
+	if err := p.listeners.apply(logger, pl); err != nil {
 		errs = append(errs, err)
 	}
-	if err := p.addrs.removeExcept(link, want); err != nil {
+	if err := p.addrs.removeExcept(logger, link, want); err != nil {
 		errs = append(errs, err)
 	}
 	p.mu.Lock()
 	p.held, p.synced = want, true
 	p.mu.Unlock()
-	klog.V(3).InfoS("Userspace sync done", "family", p.params.Family, "full", full, "listeners", len(pl.listeners), "addresses", len(want))
+	logger.V(3).Info("Userspace sync done", "family", p.params.Family, "full", full, "listeners", len(pl.listeners), "addresses", len(want))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("userspace %s: %w", p.params.Family, err)
 	}
@@ -153,7 +158,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 
 // Flushed is part of proxy.Backend: it reports the interface or one of the Service
 // addresses gone behind kproxy's back (the next sync restores them).
-func (p *Proxier) Flushed() bool {
+func (p *Proxier) Flushed(context.Context) bool {
 	p.mu.Lock()
 	held, synced := p.held, p.synced
 	p.mu.Unlock()

@@ -60,7 +60,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	}
 	p := NewProxier(Params{Family: model.IPv4, Interface: "kptest0"})
 	defer p.Stop()
-	if err := p.Sync(snap, true); err != nil {
+	if err := p.Sync(t.Context(), snap, true); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, greeting := dialGreeting(t, "10.96.0.10:80")
@@ -68,7 +68,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	if greeting != "pod" {
 		t.Errorf("through the ClusterIP: %q, want pod", greeting)
 	}
-	if p.Flushed() {
+	if p.Flushed(t.Context()) {
 		t.Errorf("Flushed right after a sync")
 	}
 
@@ -80,10 +80,10 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	if err := netlink.AddrDel(link, hostAddr(netip.MustParseAddr("10.96.0.10"))); err != nil {
 		t.Fatal(err)
 	}
-	if !p.Flushed() {
+	if !p.Flushed(t.Context()) {
 		t.Errorf("Flushed = false with the ClusterIP removed")
 	}
-	if err := p.Sync(snap, true); err != nil {
+	if err := p.Sync(t.Context(), snap, true); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, _ = dialGreeting(t, "10.96.0.10:80")
@@ -91,7 +91,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 
 	// No endpoints: the address stays and the port is refused.
 	snap.Endpoints[name] = nil
-	if err := p.Sync(snap, false); err != nil {
+	if err := p.Sync(t.Context(), snap, false); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
@@ -104,7 +104,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 
 	// The Service goes: so does its address.
 	delete(snap.Services, name)
-	if err := p.Sync(snap, false); err != nil {
+	if err := p.Sync(t.Context(), snap, false); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	if have, _ := p.addrs.held(link); len(have) != 0 {
