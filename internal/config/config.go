@@ -164,7 +164,7 @@ func Parse(args []string) (*Config, error) {
 	c := build(&kp, o)
 	c.NodeName = nodeName
 	c.ModeDefaulted = modeDefaulted
-	c.Warnings = append(warnings, flagWarnings(fs, fromFile, c.Mode)...)
+	c.Warnings = append(warnings, flagWarnings(fs, fromFile, c.Mode, kp.FeatureGates)...)
 	if fromFile {
 		c.Warnings = append(c.Warnings, fieldWarnings(o.configFile, &kp)...)
 	}

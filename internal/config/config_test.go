@@ -222,7 +222,6 @@ func TestKlogFlags(t *testing.T) {
 var sampleValues = map[string]string{
 	"write-config-to":                 "/tmp/kp.yaml",
 	"init-only":                       "true",
-	"feature-gates":                   "SomeGate=true",
 	"bind-address-hard-fail":          "true",
 	"profiling":                       "true",
 	"show-hidden-metrics-for-version": "1.36",
@@ -234,12 +233,6 @@ var sampleValues = map[string]string{
 	"ipvs-udp-timeout":                "1m",
 	"oom-score-adj":                   "-500",
 	"proxy-port-range":                "1000-2000",
-	"logging-format":                  "json",
-	"log-flush-frequency":             "10s",
-	"log-text-split-stream":           "true",
-	"log-text-info-buffer-size":       "1Ki",
-	"log-json-split-stream":           "true",
-	"log-json-info-buffer-size":       "1Ki",
 }
 
 func TestUnimplementedFlagsWarn(t *testing.T) {
@@ -270,8 +263,26 @@ func TestUnimplementedFlagsWarn(t *testing.T) {
 	if len(c.Warnings) != len(all) {
 		t.Errorf("%d unimplemented flags gave %d warnings: %q", len(all), len(c.Warnings), c.Warnings)
 	}
-	if !c.KubeProxy.FeatureGates["SomeGate"] {
-		t.Errorf("feature gate not recorded in KubeProxy: %v", c.KubeProxy.FeatureGates)
+}
+
+// kproxy acts on the logging feature gates only: the others are recorded (and shown
+// in KubeProxy) but named in a warning; the logging ones and the logging flags warn
+// about nothing.
+func TestFeatureGatesWarnOnlyForGatesKproxyIgnores(t *testing.T) {
+	c := mustParse(t, "--feature-gates=SomeGate=true,LoggingAlphaOptions=true,OtherGate=false",
+		"--logging-format=json", "--log-json-split-stream")
+	if !c.KubeProxy.FeatureGates["SomeGate"] || !c.KubeProxy.FeatureGates["LoggingAlphaOptions"] {
+		t.Errorf("feature gates not recorded in KubeProxy: %v", c.KubeProxy.FeatureGates)
+	}
+	want := "flag --feature-gates: gates OtherGate, SomeGate are accepted for kube-proxy compatibility but not implemented yet; ignored"
+	if len(c.Warnings) != 1 || c.Warnings[0] != want {
+		t.Errorf("warnings %q, want only %q", c.Warnings, want)
+	}
+	if c.KubeProxy.Logging.Format != "json" || !c.KubeProxy.Logging.Options.JSON.SplitStream {
+		t.Errorf("logging flags not recorded: %+v", c.KubeProxy.Logging)
+	}
+	if c := mustParse(t, "--feature-gates=ContextualLogging=false"); len(c.Warnings) != 0 {
+		t.Errorf("a logging gate alone: warnings %q, want none", c.Warnings)
 	}
 }
 

@@ -218,6 +218,7 @@ func TestConfigFileUnimplementedFieldsWarn(t *testing.T) {
 kind: KubeProxyConfiguration
 featureGates:
   SomeGate: true
+  LoggingAlphaOptions: true
 enableProfiling: true
 oomScoreAdj: -500
 ipvs:
@@ -225,9 +226,15 @@ ipvs:
   strictARP: true
 winkernel:
   enableDSR: true
+logging:
+  format: json
+  options:
+    json:
+      splitStream: true
 `)
 	c := mustParse(t, "--config", path)
-	// ipvs.scheduler, ipvs.strictARP and enableProfiling are implemented: no warning.
+	// ipvs.scheduler, ipvs.strictARP, enableProfiling, the logging section and the
+	// logging feature gates are implemented: no warning.
 	for _, f := range []string{"featureGates (SomeGate)", "oomScoreAdj", "winkernel.enableDSR"} {
 		want := "field " + f + " is accepted for kube-proxy compatibility but not implemented yet; ignored"
 		if countContaining(c.Warnings, want) != 1 {
