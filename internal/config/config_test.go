@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,14 +14,14 @@ import (
 
 const testHostName = "Worker-1.Example.COM"
 
-func TestMain(m *testing.M) {
-	hostname = func() (string, error) { return testHostName, nil }
-	os.Exit(m.Run())
+// parseArgs is Parse on a machine named testHostName.
+func parseArgs(args []string) (*Config, error) {
+	return parse(args, func() (string, error) { return testHostName, nil })
 }
 
 func mustParse(t *testing.T, args ...string) *Config {
 	t.Helper()
-	c, err := Parse(args)
+	c, err := parseArgs(args)
 	if err != nil {
 		t.Fatalf("Parse(%q): %v", args, err)
 	}
@@ -197,7 +196,7 @@ func TestSyncPeriodAliases(t *testing.T) {
 }
 
 func TestKlogFlags(t *testing.T) {
-	defer func() { _, _ = Parse(nil) }() // leave klog at verbosity 0
+	defer func() { _, _ = parseArgs(nil) }() // leave klog at verbosity 0
 	for _, args := range [][]string{{"-v", "4"}, {"--v=4"}, {"-v=4"}} {
 		c := mustParse(t, args...)
 		if c.KubeProxy.Logging.Verbosity != 4 {
@@ -248,7 +247,7 @@ func TestUnimplementedFlagsWarn(t *testing.T) {
 		}
 		arg := "--" + d.name + "=" + val
 		all = append(all, arg)
-		c, err := Parse([]string{arg})
+		c, err := parseArgs([]string{arg})
 		if err != nil {
 			t.Errorf("%s: unexpected error %v", arg, err)
 			continue
@@ -314,22 +313,22 @@ func TestModeMismatchWarnings(t *testing.T) {
 }
 
 func TestUnknownFlagIsAnError(t *testing.T) {
-	_, err := Parse([]string{"--no-such-flag=1"})
+	_, err := parseArgs([]string{"--no-such-flag=1"})
 	if err == nil || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("unknown flag: err = %v", err)
 	}
 	// Windows-only kube-proxy flags do not exist on Linux.
-	if _, err := Parse([]string{"--windows-service"}); err == nil {
+	if _, err := parseArgs([]string{"--windows-service"}); err == nil {
 		t.Errorf("--windows-service accepted")
 	}
-	if _, err := Parse([]string{"stray-argument"}); err == nil {
+	if _, err := parseArgs([]string{"stray-argument"}); err == nil {
 		t.Errorf("positional argument accepted")
 	}
 }
 
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
-		if _, err := Parse([]string{arg}); !errors.Is(err, pflag.ErrHelp) {
+		if _, err := parseArgs([]string{arg}); !errors.Is(err, pflag.ErrHelp) {
 			t.Errorf("%s: err = %v, want pflag.ErrHelp", arg, err)
 		}
 	}
