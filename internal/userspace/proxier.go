@@ -61,6 +61,8 @@ type Proxier struct {
 	env       *relayEnv
 	addrs     *addrManager
 	listeners *listenerManager
+	// applying serialises Sync and Stop, which both change the listeners.
+	applying sync.Mutex
 
 	mu sync.Mutex
 	// held is what the last sync put on the interface, for Flushed.
@@ -111,6 +113,8 @@ func (p *Proxier) Family() model.Family { return p.params.Family }
 // added before listeners bind them and removed after the listeners on them stopped.
 // It, and the listeners it starts, log to ctx's logger.
 func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	p.applying.Lock()
+	defer p.applying.Unlock()
 	logger := klog.FromContext(ctx)
 	link, err := p.addrs.ensureLink(logger)
 	if err != nil {
@@ -181,6 +185,17 @@ func (p *Proxier) Flushed(context.Context) bool {
 	return false
 }
 
-// Stop closes every listener and relayed connection; the addresses stay (Cleanup
-// removes them). kproxy itself never needs it: its sockets die with the process.
-func (p *Proxier) Stop() { p.listeners.stopAll() }
+// Stop closes every listener and relayed connection and returns once their
+// goroutines have ended; the addresses stay (Cleanup removes them).
+func (p *Proxier) Stop() {
+	p.applying.Lock()
+	defer p.applying.Unlock()
+	p.listeners.stopAll()
+}
+
+// RunBackground is part of proxy.Background: the listeners and their relays, started
+// by the syncs, live until ctx ends, and are then stopped.
+func (p *Proxier) RunBackground(ctx context.Context) {
+	<-ctx.Done()
+	p.Stop()
+}
