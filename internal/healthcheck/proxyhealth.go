@@ -109,7 +109,8 @@ func (h *ProxyHealth) Handler() http.Handler {
 	return mux
 }
 
-// Serve listens on addr until ctx ends; an empty addr or port 0 disables it.
+// Serve listens on addr until ctx ends, logging to ctx's logger; an empty addr or
+// port 0 disables it.
 func Serve(ctx context.Context, addr string, h http.Handler) {
 	if addr == "" {
 		return
@@ -127,7 +128,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) {
 		if errors.Is(err, http.ErrServerClosed) {
 			return
 		}
-		klog.ErrorS(err, "HTTP server failed; retrying in 5s", "address", addr)
+		klog.FromContext(ctx).Error(err, "HTTP server failed; retrying in 5s", "address", addr)
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Second):

@@ -102,7 +102,8 @@ func (s *Source) Run(ctx context.Context) error {
 		regs = append(regs, reg.HasSynced)
 	}
 
-	klog.InfoS("Watching the API server", "server", s.host, "node", s.opts.NodeName, "resync", resync)
+	logger := klog.FromContext(ctx)
+	logger.Info("Watching the API server", "server", s.host, "node", s.opts.NodeName, "resync", resync)
 	// The informers stop when ctx ends; Run returns only after they have, so no
 	// handler is called once it returned.
 	var informers sync.WaitGroup
@@ -115,7 +116,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return nil // ctx ended before the first sync: the kernel was never touched
 	}
 	s.synced.Store(true)
-	klog.InfoS("Initial Services, EndpointSlices and Node received from the API server", "server", s.host)
+	logger.Info("Initial Services, EndpointSlices and Node received from the API server", "server", s.host)
 	s.handler.OnSynced()
 	<-ctx.Done()
 	return nil
