@@ -258,7 +258,8 @@ func TestGracefulRemoval(t *testing.T) {
 // clock, and returns when its context ends.
 func TestDrainLoopFollowsItsClockAndContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, Config{DrainInterval: 2 * time.Second})
+		r := newRig(t, Config{})
+		every := r.p.cfg.DrainInterval // the default
 		web := &model.ServicePort{Name: spName("web", "", v1.ProtocolTCP), ClusterIPs: addrs("10.96.0.10"), Port: 80}
 		a, b := ep("10.244.1.11", 80, true), ep("10.244.2.11", 80, false)
 		webKey := VSKey{netip.MustParseAddr("10.96.0.10"), v1.ProtocolTCP, 80}
@@ -275,7 +276,7 @@ func TestDrainLoopFollowsItsClockAndContext(t *testing.T) {
 		synctest.Wait()
 		r.h.setConns(webKey, b.AddrPort(), 0, 0)
 		draining := "10.96.0.10:80/TCP rr: 10.244.1.11:80/1 10.244.2.11:80/0"
-		r.clock.Step(2*time.Second - time.Millisecond)
+		r.clock.Step(every - time.Millisecond)
 		synctest.Wait()
 		if got := r.h.table(); got != draining {
 			t.Fatalf("before the drain interval:\n%s\nwant:\n%s", got, draining)
