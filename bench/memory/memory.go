@@ -13,13 +13,16 @@ import (
 	"net/netip"
 	"runtime"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
 
 	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nftables"
 )
@@ -71,11 +74,15 @@ func Measure(n, m int) (Result, error) {
 	afterIPT := heap()
 	r.IPTables = afterIPT - afterModel
 
+	mset, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		return r, fmt.Errorf("memory: %w", err)
+	}
 	nft := discard{knftables.NewFake(knftables.IPv4Family, nftables.TableName)}
 	px := nftables.NewProxier(nftables.Params{Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
-		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nftables.NewFakeKernel(nft))
+		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nftables.NewFakeKernel(nft), clock.RealClock{}, mset)
 	allocBefore := totalAlloc()
-	if err := px.Sync(snap, true); err != nil {
+	if err := px.Sync(context.Background(), snap, true); err != nil {
 		return r, fmt.Errorf("memory: nftables sync: %w", err)
 	}
 	r.NFTablesSyncAlloc = totalAlloc() - allocBefore

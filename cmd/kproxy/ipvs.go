@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,21 +8,23 @@ import (
 
 	gnft "github.com/google/nftables"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/ipvs"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/proxy"
 )
 
 // ipvsBackends are the IPVS mode's backends (the other modes' rules are gone by
-// then: newBackends).
-func ipvsBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error) {
+// then: newBackends). They report to m.
+func ipvsBackends(cfg *config.Config, fs []model.Family, m *metrics.Metrics) ([]proxy.Backend, error) {
 	var out []proxy.Backend
 	for _, f := range fs {
-		b, err := ipvsBackend(cfg, f)
+		b, err := ipvsBackend(cfg, f, m)
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +33,7 @@ func ipvsBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error
 	return out, nil
 }
 
-func ipvsBackend(cfg *config.Config, f model.Family) (proxy.Backend, error) {
+func ipvsBackend(cfg *config.Config, f model.Family, m *metrics.Metrics) (proxy.Backend, error) {
 	h, err := ipvs.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("ipvs mode, %s: %w", f, err)
@@ -55,9 +56,9 @@ func ipvsBackend(cfg *config.Config, f model.Family) (proxy.Backend, error) {
 		}
 		c.ExcludeCIDRs = append(c.ExcludeCIDRs, p.Masked())
 	}
-	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, iptables.NewRunner(f))
-	// The drain loop lives as long as the process.
-	if err := p.Setup(context.Background(), ipvs.ProcSysctls); err != nil {
+	// Its drain loop (RunBackground) runs with the proxy's loop.
+	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, iptables.NewRunner(f), m, clock.RealClock{})
+	if err := p.Setup(ipvs.ProcSysctls); err != nil {
 		return nil, err
 	}
 	return p, nil

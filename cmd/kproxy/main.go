@@ -12,6 +12,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -36,6 +37,11 @@ func main() {
 	if cfg.PrintVersion {
 		fmt.Println("kproxy", version)
 		return
+	}
+	// Before anything logs: the format (text or json), streams and verbosity.
+	if err := logging.Apply(&cfg.KubeProxy.Logging, cfg.KubeProxy.FeatureGates, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "kproxy: %v\n", err)
+		os.Exit(2)
 	}
 	for _, w := range cfg.Warnings {
 		klog.Warning(w)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/iptables"
@@ -27,8 +28,8 @@ type mode struct {
 	name string
 	// families are the IP families the mode can program on this node.
 	families func() []model.Family
-	// build makes the mode's backend of each family.
-	build func(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error)
+	// build makes the mode's backend of each family, reporting to m.
+	build func(cfg *config.Config, fs []model.Family, m *metrics.Metrics) ([]proxy.Backend, error)
 	// removeLeftovers removes what the mode left on the node before mode next starts,
 	// logging what fails: rules of another mode would capture Service traffic first.
 	removeLeftovers func(next string)
@@ -67,14 +68,15 @@ func modeNamed(name string) (mode, error) {
 
 // newBackends returns the mode's backend for each IP family it can program, after
 // removing the rules of the other modes (kproxy's or an upstream kube-proxy's), so
-// that switching modes on a node leaves no stale rules behind.
-func newBackends(cfg *config.Config, m mode) ([]proxy.Backend, error) {
+// that switching modes on a node leaves no stale rules behind. The backends report
+// to ms.
+func newBackends(cfg *config.Config, m mode, ms *metrics.Metrics) ([]proxy.Backend, error) {
 	for _, other := range modes() {
 		if other.name != m.name {
 			other.removeLeftovers(m.name)
 		}
 	}
-	return m.build(cfg, m.families())
+	return m.build(cfg, m.families(), ms)
 }
 
 // cleanup removes the rules of every mode and family (kproxy's, or an upstream
@@ -127,8 +129,8 @@ func nftablesFamilies() []model.Family {
 	return fs
 }
 
-func iptablesBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error) {
-	countWithNFAcct := ensureNFAcct()
+func iptablesBackends(cfg *config.Config, fs []model.Family, m *metrics.Metrics) ([]proxy.Backend, error) {
+	countWithNFAcct := ensureNFAcct(m)
 	var out []proxy.Backend
 	for _, f := range fs {
 		p := iptables.Params{
@@ -139,12 +141,12 @@ func iptablesBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, e
 			DropInvalid:        !cfg.Conntrack.TCPBeLiberal && !tcpBeLiberal(),
 			NFAcct:             countWithNFAcct,
 		}
-		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f), sysctl.Proc))
+		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f), sysctl.Proc, m))
 	}
 	return out, nil
 }
 
-func nftablesBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error) {
+func nftablesBackends(cfg *config.Config, fs []model.Family, m *metrics.Metrics) ([]proxy.Backend, error) {
 	var out []proxy.Backend
 	for _, f := range fs {
 		nft, err := nftables.New(f)
@@ -158,14 +160,14 @@ func nftablesBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, e
 		if cfg.Manifests != "" {
 			p.ServiceCIDRs = model.PrefixesOf(cfg.ServiceClusterIPRanges, f)
 		}
-		out = append(out, nftables.NewProxier(p, nft))
+		out = append(out, nftables.NewProxier(p, nft, clock.RealClock{}, m))
 	}
 	return out, nil
 }
 
 // userspaceBackends are the userspace mode's backends. UDP flows idle for
 // --conntrack-udp-timeout-stream end (userspace.DefaultUDPIdleTimeout if unset).
-func userspaceBackends(cfg *config.Config, fs []model.Family) ([]proxy.Backend, error) {
+func userspaceBackends(cfg *config.Config, fs []model.Family, _ *metrics.Metrics) ([]proxy.Backend, error) {
 	var out []proxy.Backend
 	for _, f := range fs {
 		p := userspace.Params{Family: f, UDPIdleTimeout: cfg.Conntrack.UDPStreamTimeout,
@@ -240,16 +242,18 @@ func cleanupNFTables() error {
 // localhost NodePort packets in, and exports them as upstream's metrics. Where the
 // kernel has no nfnetlink_acct the rules count nothing, and the metrics are absent,
 // as with upstream.
-func ensureNFAcct() bool {
+func ensureNFAcct(m *metrics.Metrics) bool {
 	for _, name := range []string{nfacct.CTStateInvalidDropped, nfacct.LocalhostNodePortsAccepted} {
 		if err := nfacct.Ensure(name); err != nil {
 			klog.InfoS("No nfacct counters: the iptables rules will not count packets", "err", err)
 			return false
 		}
 	}
-	metrics.RegisterNFAcct(func(name string) (uint64, error) {
+	if err := m.RegisterNFAcct(func(name string) (uint64, error) {
 		c, err := nfacct.Get(name)
 		return c.Packets, err
-	}, metrics.LocalhostNodePortsAcceptedPackets, metrics.CTStateInvalidDroppedPackets)
+	}, klog.Background()); err != nil {
+		klog.ErrorS(err, "The nfacct counters are not exported")
+	}
 	return true
 }

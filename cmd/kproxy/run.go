@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/conntrack"
@@ -19,11 +21,13 @@ import (
 	"github.com/kproxy/kproxy/internal/proxy"
 )
 
-// run starts the proxy and blocks until SIGTERM or SIGINT. The rules stay in the
-// kernel when it returns, so connections keep flowing while kproxy restarts.
+// run starts the proxy and blocks until SIGTERM or SIGINT. It returns once every
+// goroutine it started has ended. The rules stay in the kernel when it returns, so
+// connections keep flowing while kproxy restarts.
 func run(cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	logger := klog.FromContext(ctx)
 
 	if err := conntrack.SetSysctls(conntrack.Sysctls{
 		MaxPerCore:            cfg.Conntrack.MaxPerCore,
@@ -34,10 +38,10 @@ func run(cfg *config.Config) error {
 		UDPTimeout:            cfg.Conntrack.UDPTimeout,
 		UDPStreamTimeout:      cfg.Conntrack.UDPStreamTimeout,
 	}); err != nil {
-		klog.ErrorS(err, "Setting conntrack sysctls failed; continuing")
+		logger.Error(err, "Setting conntrack sysctls failed; continuing")
 	}
 
-	m, err := modeNamed(cfg.Mode)
+	proxyMode, err := modeNamed(cfg.Mode)
 	if err != nil {
 		return err
 	}
@@ -54,31 +58,38 @@ func run(cfg *config.Config) error {
 			BridgeInterface: cfg.BridgeInterface, InterfacePrefix: cfg.InterfaceNamePrefix},
 		LocalAddrs: nodeaddr.LocalAddrs,
 	}
-	backends, err := newBackends(cfg, m)
+	reg := metrics.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		return err
+	}
+	clk := clock.RealClock{}
+	backends, err := newBackends(cfg, proxyMode, m)
 	if err != nil {
 		return err
 	}
 	var p *proxy.Proxy
 	nodePorts := portreserve.New(cfg.SyncPeriod, portreserve.Hooks{
 		Failure: func(port portreserve.Port) {
-			metrics.NodePortReservationFailuresTotal.WithLabelValues(port.Protocol).Inc()
+			m.NodePortReservationFailuresTotal.WithLabelValues(port.Protocol).Inc()
 		},
-		Held: recordReserved,
+		Held: recordReserved(m),
 	})
 	defer nodePorts.Close()
-	health := healthcheck.NewProxyHealth(2*cfg.SyncPeriod, func() (time.Time, time.Time) { return p.Status() }, nil)
+	health := healthcheck.NewProxyHealth(2*cfg.SyncPeriod, func() (time.Time, time.Time) { return p.Status() }, nil, clk, m)
 	serviceHealth := healthcheck.NewServiceHealth(health.Healthy)
 	defer serviceHealth.Stop()
-	p = proxy.New(cfg.NodeName, backends, proxy.Options{
+	p = proxy.New(cfg.NodeName, backends, m, proxy.Options{
 		MinSyncPeriod: cfg.MinSyncPeriod,
 		SyncPeriod:    cfg.SyncPeriod,
 		// Several times a second: the checks are netlink reads (iptables-nft, nftables)
 		// or a few execs (iptables-legacy), and a flushed node drops Service traffic.
 		FlushCheckInterval: 200 * time.Millisecond,
 		Conntrack:          conntrack.NewCleaner(),
-		SyncFailed:         syncFailureMetric(cfg.Mode, backends),
+		SyncFailed:         syncFailureMetric(cfg.Mode, backends, m),
 		ResolveNode:        node.Resolve,
-		AfterSync: func(snap *model.Snapshot, _ bool, _ time.Duration) {
+		Clock:              clk,
+		AfterSync: func(_ context.Context, snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
 			// userspace mode's own listeners hold the NodePorts; a reservation
 			// socket would answer for Services without endpoints and block them.
@@ -92,16 +103,24 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	go healthcheck.Serve(ctx, cfg.HealthzBindAddress, health.Handler())
-	go healthcheck.Serve(ctx, cfg.MetricsBindAddress, metrics.Handler(cfg.Mode, cfg.KubeProxy.EnableProfiling))
+	// Every goroutine below ends with ctx; run cancels it when it returns for another
+	// reason (the source failed) and waits for them all.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { healthcheck.Serve(ctx, cfg.HealthzBindAddress, health.Handler()) })
+	wg.Go(func() {
+		healthcheck.Serve(ctx, cfg.MetricsBindAddress, metrics.Handler(reg, cfg.Mode, cfg.KubeProxy.EnableProfiling))
+	})
 
-	klog.InfoS("Starting kproxy", "version", version, "mode", cfg.Mode, "node", cfg.NodeName, "manifests", cfg.Manifests, "kubeconfig", cfg.Kubeconfig)
+	logger.Info("Starting kproxy", "version", version, "mode", cfg.Mode, "node", cfg.NodeName, "manifests", cfg.Manifests, "kubeconfig", cfg.Kubeconfig)
 	srcErr := make(chan error, 1)
-	go func() { srcErr <- src.Run(ctx) }()
-	go p.Run(ctx)
+	wg.Go(func() { srcErr <- src.Run(ctx) })
+	wg.Go(func() { p.Run(ctx) })
 	select {
 	case <-ctx.Done():
-		klog.InfoS("Stopping; the rules stay in the kernel")
+		logger.Info("Stopping; the rules stay in the kernel")
 		return nil
 	case err := <-srcErr:
 		if ctx.Err() != nil {
@@ -113,27 +132,30 @@ func run(cfg *config.Config) error {
 
 // syncFailureMetric counts failed syncs in the mode's own metric; iptables mode counts
 // its failed restores inside the backend, which knows full from partial restores.
-func syncFailureMetric(mode string, backends []proxy.Backend) func(model.Family, bool, error) {
+func syncFailureMetric(mode string, backends []proxy.Backend, m *metrics.Metrics) func(model.Family, bool, error) {
 	if mode != "nftables" {
 		return nil
 	}
 	for _, b := range backends {
 		// Present at 0 from the start, so rate() and alerts work before a failure.
-		metrics.NFTablesSyncFailuresTotal.WithLabelValues(b.Family().String())
-		metrics.NFTablesCleanupFailuresTotal.WithLabelValues(b.Family().String())
+		m.NFTablesSyncFailuresTotal.WithLabelValues(b.Family().String())
+		m.NFTablesCleanupFailuresTotal.WithLabelValues(b.Family().String())
 	}
 	return func(f model.Family, _ bool, _ error) {
-		metrics.NFTablesSyncFailuresTotal.WithLabelValues(f.String()).Inc()
+		m.NFTablesSyncFailuresTotal.WithLabelValues(f.String()).Inc()
 	}
 }
 
-// recordReserved sets the gauge of held NodePort sockets per protocol.
-func recordReserved(held []portreserve.Port) {
-	n := map[string]float64{"TCP": 0, "UDP": 0}
-	for _, p := range held {
-		n[p.Protocol]++
-	}
-	for proto, v := range n {
-		metrics.NodePortsReserved.WithLabelValues(proto).Set(v)
+// recordReserved returns the hook that sets the gauge of held NodePort sockets per
+// protocol.
+func recordReserved(m *metrics.Metrics) func(held []portreserve.Port) {
+	return func(held []portreserve.Port) {
+		n := map[string]float64{"TCP": 0, "UDP": 0}
+		for _, p := range held {
+			n[p.Protocol]++
+		}
+		for proto, v := range n {
+			m.NodePortsReserved.WithLabelValues(proto).Set(v)
+		}
 	}
 }

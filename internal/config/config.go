@@ -96,14 +96,15 @@ type Config struct {
 	Warnings []string
 }
 
-// hostname is os.Hostname, replaceable in tests.
-var hostname = os.Hostname
-
 // Parse parses args (without the program name). It returns the Config, or an
 // error for bad or unknown flags and values (pflag.ErrHelp for -h/--help).
 // It prints nothing; the caller logs Config.Warnings. It does set klog's
 // verbosity (-v, --vmodule, or the file's logging section), as kube-proxy does.
-func Parse(args []string) (*Config, error) {
+// Without a hostname override the node is named after the machine.
+func Parse(args []string) (*Config, error) { return parse(args, os.Hostname) }
+
+// parse is Parse with the machine's host name read by hostname.
+func parse(args []string, hostname func() (string, error)) (*Config, error) {
 	o := newOptions()
 	fs, gfs := newFlagSet(o)
 	resetKlogVerbosity(gfs)
@@ -157,14 +158,14 @@ func Parse(args []string) (*Config, error) {
 		return nil, errors.Join(v.errs...)
 	}
 
-	nodeName, err := nodeName(kp.HostnameOverride)
+	nodeName, err := nodeName(kp.HostnameOverride, hostname)
 	if err != nil {
 		return nil, err
 	}
 	c := build(&kp, o)
 	c.NodeName = nodeName
 	c.ModeDefaulted = modeDefaulted
-	c.Warnings = append(warnings, flagWarnings(fs, fromFile, c.Mode)...)
+	c.Warnings = append(warnings, flagWarnings(fs, fromFile, c.Mode, kp.FeatureGates)...)
 	if fromFile {
 		c.Warnings = append(c.Warnings, fieldWarnings(o.configFile, &kp)...)
 	}
@@ -207,7 +208,7 @@ func addressFromPortFlag(addr string, port int32) string {
 	return appendPortIfNeeded(addr, int(port))
 }
 
-func nodeName(override string) (string, error) {
+func nodeName(override string, hostname func() (string, error)) (string, error) {
 	if n := strings.ToLower(strings.TrimSpace(override)); n != "" {
 		return n, nil
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,14 +14,14 @@ import (
 
 const testHostName = "Worker-1.Example.COM"
 
-func TestMain(m *testing.M) {
-	hostname = func() (string, error) { return testHostName, nil }
-	os.Exit(m.Run())
+// parseArgs is Parse on a machine named testHostName.
+func parseArgs(args []string) (*Config, error) {
+	return parse(args, func() (string, error) { return testHostName, nil })
 }
 
 func mustParse(t *testing.T, args ...string) *Config {
 	t.Helper()
-	c, err := Parse(args)
+	c, err := parseArgs(args)
 	if err != nil {
 		t.Fatalf("Parse(%q): %v", args, err)
 	}
@@ -197,7 +196,7 @@ func TestSyncPeriodAliases(t *testing.T) {
 }
 
 func TestKlogFlags(t *testing.T) {
-	defer func() { _, _ = Parse(nil) }() // leave klog at verbosity 0
+	defer func() { _, _ = parseArgs(nil) }() // leave klog at verbosity 0
 	for _, args := range [][]string{{"-v", "4"}, {"--v=4"}, {"-v=4"}} {
 		c := mustParse(t, args...)
 		if c.KubeProxy.Logging.Verbosity != 4 {
@@ -222,7 +221,6 @@ func TestKlogFlags(t *testing.T) {
 var sampleValues = map[string]string{
 	"write-config-to":                 "/tmp/kp.yaml",
 	"init-only":                       "true",
-	"feature-gates":                   "SomeGate=true",
 	"bind-address-hard-fail":          "true",
 	"profiling":                       "true",
 	"show-hidden-metrics-for-version": "1.36",
@@ -234,12 +232,6 @@ var sampleValues = map[string]string{
 	"ipvs-udp-timeout":                "1m",
 	"oom-score-adj":                   "-500",
 	"proxy-port-range":                "1000-2000",
-	"logging-format":                  "json",
-	"log-flush-frequency":             "10s",
-	"log-text-split-stream":           "true",
-	"log-text-info-buffer-size":       "1Ki",
-	"log-json-split-stream":           "true",
-	"log-json-info-buffer-size":       "1Ki",
 }
 
 func TestUnimplementedFlagsWarn(t *testing.T) {
@@ -255,7 +247,7 @@ func TestUnimplementedFlagsWarn(t *testing.T) {
 		}
 		arg := "--" + d.name + "=" + val
 		all = append(all, arg)
-		c, err := Parse([]string{arg})
+		c, err := parseArgs([]string{arg})
 		if err != nil {
 			t.Errorf("%s: unexpected error %v", arg, err)
 			continue
@@ -270,8 +262,26 @@ func TestUnimplementedFlagsWarn(t *testing.T) {
 	if len(c.Warnings) != len(all) {
 		t.Errorf("%d unimplemented flags gave %d warnings: %q", len(all), len(c.Warnings), c.Warnings)
 	}
-	if !c.KubeProxy.FeatureGates["SomeGate"] {
-		t.Errorf("feature gate not recorded in KubeProxy: %v", c.KubeProxy.FeatureGates)
+}
+
+// kproxy acts on the logging feature gates only: the others are recorded (and shown
+// in KubeProxy) but named in a warning; the logging ones and the logging flags warn
+// about nothing.
+func TestFeatureGatesWarnOnlyForGatesKproxyIgnores(t *testing.T) {
+	c := mustParse(t, "--feature-gates=SomeGate=true,LoggingAlphaOptions=true,OtherGate=false",
+		"--logging-format=json", "--log-json-split-stream")
+	if !c.KubeProxy.FeatureGates["SomeGate"] || !c.KubeProxy.FeatureGates["LoggingAlphaOptions"] {
+		t.Errorf("feature gates not recorded in KubeProxy: %v", c.KubeProxy.FeatureGates)
+	}
+	want := "flag --feature-gates: gates OtherGate, SomeGate are accepted for kube-proxy compatibility but not implemented yet; ignored"
+	if len(c.Warnings) != 1 || c.Warnings[0] != want {
+		t.Errorf("warnings %q, want only %q", c.Warnings, want)
+	}
+	if c.KubeProxy.Logging.Format != "json" || !c.KubeProxy.Logging.Options.JSON.SplitStream {
+		t.Errorf("logging flags not recorded: %+v", c.KubeProxy.Logging)
+	}
+	if c := mustParse(t, "--feature-gates=ContextualLogging=false"); len(c.Warnings) != 0 {
+		t.Errorf("a logging gate alone: warnings %q, want none", c.Warnings)
 	}
 }
 
@@ -303,22 +313,22 @@ func TestModeMismatchWarnings(t *testing.T) {
 }
 
 func TestUnknownFlagIsAnError(t *testing.T) {
-	_, err := Parse([]string{"--no-such-flag=1"})
+	_, err := parseArgs([]string{"--no-such-flag=1"})
 	if err == nil || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("unknown flag: err = %v", err)
 	}
 	// Windows-only kube-proxy flags do not exist on Linux.
-	if _, err := Parse([]string{"--windows-service"}); err == nil {
+	if _, err := parseArgs([]string{"--windows-service"}); err == nil {
 		t.Errorf("--windows-service accepted")
 	}
-	if _, err := Parse([]string{"stray-argument"}); err == nil {
+	if _, err := parseArgs([]string{"stray-argument"}); err == nil {
 		t.Errorf("positional argument accepted")
 	}
 }
 
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
-		if _, err := Parse([]string{arg}); !errors.Is(err, pflag.ErrHelp) {
+		if _, err := parseArgs([]string{arg}); !errors.Is(err, pflag.ErrHelp) {
 			t.Errorf("%s: err = %v, want pflag.ErrHelp", arg, err)
 		}
 	}

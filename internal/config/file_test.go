@@ -218,6 +218,7 @@ func TestConfigFileUnimplementedFieldsWarn(t *testing.T) {
 kind: KubeProxyConfiguration
 featureGates:
   SomeGate: true
+  LoggingAlphaOptions: true
 enableProfiling: true
 oomScoreAdj: -500
 ipvs:
@@ -225,9 +226,15 @@ ipvs:
   strictARP: true
 winkernel:
   enableDSR: true
+logging:
+  format: json
+  options:
+    json:
+      splitStream: true
 `)
 	c := mustParse(t, "--config", path)
-	// ipvs.scheduler, ipvs.strictARP and enableProfiling are implemented: no warning.
+	// ipvs.scheduler, ipvs.strictARP, enableProfiling, the logging section and the
+	// logging feature gates are implemented: no warning.
 	for _, f := range []string{"featureGates (SomeGate)", "oomScoreAdj", "winkernel.enableDSR"} {
 		want := "field " + f + " is accepted for kube-proxy compatibility but not implemented yet; ignored"
 		if countContaining(c.Warnings, want) != 1 {
@@ -256,7 +263,7 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		path := writeFile(t, tc.content)
-		_, err := Parse([]string{"--config", path})
+		_, err := parseArgs([]string{"--config", path})
 		if err == nil {
 			t.Errorf("%q: no error", tc.content)
 			continue
@@ -265,7 +272,7 @@ func TestConfigFileErrors(t *testing.T) {
 			t.Errorf("%q: error %q does not name the file and contain %q", tc.content, err, tc.want)
 		}
 	}
-	if _, err := Parse([]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}); err == nil {
+	if _, err := parseArgs([]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}); err == nil {
 		t.Errorf("missing config file: no error")
 	}
 }
@@ -274,7 +281,7 @@ func TestConfigFileErrors(t *testing.T) {
 // fields; --hostname-override, --master, logging flags and flags outside the
 // config object still apply.
 func TestConfigFilePrecedenceOverFlags(t *testing.T) {
-	defer func() { _, _ = Parse(nil) }() // leave klog at verbosity 0
+	defer func() { _, _ = parseArgs(nil) }() // leave klog at verbosity 0
 	path := writeFile(t, `apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

@@ -37,8 +37,8 @@ var flagTable = []flagDef{
 		fs.Var(&o.version, "version", "Print version information and exit (--version=raw prints it in raw form).")
 		fs.Lookup("version").NoOptDefVal = "true"
 	}},
-	{"feature-gates", false, true, func(fs *pflag.FlagSet, o *options) {
-		fs.Var(featureGatesValue{&o.kp.FeatureGates}, "feature-gates", "Comma-separated Name=true|false pairs that switch feature gates. Ignored with --config.")
+	{"feature-gates", true, true, func(fs *pflag.FlagSet, o *options) {
+		fs.Var(featureGatesValue{&o.kp.FeatureGates}, "feature-gates", "Comma-separated Name=true|false pairs that switch feature gates; kproxy acts on the logging ones (ContextualLogging, LoggingAlphaOptions, LoggingBetaOptions). Ignored with --config.")
 	}},
 
 	// API client.
@@ -191,23 +191,23 @@ var flagTable = []flagDef{
 	}},
 
 	// Logging flags of component-base that klog does not have; -v and
-	// --vmodule come from klog.
-	{"logging-format", false, false, func(fs *pflag.FlagSet, o *options) {
-		fs.StringVar(&o.logging.Format, "logging-format", o.logging.Format, "Log format; only text is available.")
+	// --vmodule come from klog. Package logging applies them.
+	{"logging-format", true, false, func(fs *pflag.FlagSet, o *options) {
+		fs.StringVar(&o.logging.Format, "logging-format", o.logging.Format, `Log format: "text" or "json".`)
 	}},
-	{"log-flush-frequency", false, false, func(fs *pflag.FlagSet, o *options) {
+	{"log-flush-frequency", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.DurationVar(&o.logging.FlushFrequency.Duration.Duration, "log-flush-frequency", o.logging.FlushFrequency.Duration.Duration, "Longest time between log flushes.")
 	}},
-	{"log-text-split-stream", false, false, func(fs *pflag.FlagSet, o *options) {
+	{"log-text-split-stream", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.BoolVar(&o.logging.Options.Text.SplitStream, "log-text-split-stream", false, "[Alpha] Text format: errors to stderr, info to stdout.")
 	}},
-	{"log-text-info-buffer-size", false, false, func(fs *pflag.FlagSet, o *options) {
+	{"log-text-info-buffer-size", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.Var(&o.logging.Options.Text.InfoBufferSize, "log-text-info-buffer-size", "[Alpha] Text format with split streams: bytes of info messages to buffer.")
 	}},
-	{"log-json-split-stream", false, false, func(fs *pflag.FlagSet, o *options) {
+	{"log-json-split-stream", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.BoolVar(&o.logging.Options.JSON.SplitStream, "log-json-split-stream", false, "[Alpha] JSON format: errors to stderr, info to stdout.")
 	}},
-	{"log-json-info-buffer-size", false, false, func(fs *pflag.FlagSet, o *options) {
+	{"log-json-info-buffer-size", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.Var(&o.logging.Options.JSON.InfoBufferSize, "log-json-info-buffer-size", "[Alpha] JSON format with split streams: bytes of info messages to buffer.")
 	}},
 

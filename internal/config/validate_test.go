@@ -52,7 +52,7 @@ func TestValidationErrorsNameFlagAndValue(t *testing.T) {
 		{[]string{"--version=maybe"}, `--version`},
 	}
 	for _, tc := range cases {
-		_, err := Parse(tc.args)
+		_, err := parseArgs(tc.args)
 		if err == nil {
 			t.Errorf("%q: no error, want %q", tc.args, tc.want)
 			continue
@@ -64,7 +64,7 @@ func TestValidationErrorsNameFlagAndValue(t *testing.T) {
 }
 
 func TestValidationReportsAllErrors(t *testing.T) {
-	_, err := Parse([]string{"--iptables-masquerade-bit=40", "--service-node-port-range=x", "--proxy-mode=bad"})
+	_, err := parseArgs([]string{"--iptables-masquerade-bit=40", "--service-node-port-range=x", "--proxy-mode=bad"})
 	if err == nil {
 		t.Fatal("no error")
 	}

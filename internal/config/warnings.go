@@ -6,8 +6,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kube-proxy/config/v1alpha1"
+
+	"github.com/kproxy/kproxy/internal/logging"
 )
 
 func unimplementedFlagWarning(name string) string {
@@ -19,9 +20,10 @@ func unimplementedFieldWarning(path, field string) string {
 }
 
 // flagWarnings reports, once each, the flags the user set that will not take
-// effect: unimplemented ones, and (with --config) those kube-proxy itself
-// ignores because the file replaces them.
-func flagWarnings(fs *pflag.FlagSet, fromFile bool, mode string) []string {
+// effect: unimplemented ones (and feature gates among gates kproxy does not act
+// on), and (with --config) those kube-proxy itself ignores because the file
+// replaces them.
+func flagWarnings(fs *pflag.FlagSet, fromFile bool, mode string, gates map[string]bool) []string {
 	var out []string
 	for _, d := range flagTable {
 		if !fs.Changed(d.name) {
@@ -38,6 +40,9 @@ func flagWarnings(fs *pflag.FlagSet, fromFile bool, mode string) []string {
 	}
 	if fromFile {
 		return out
+	}
+	if ignored := ignoredGates(gates); fs.Changed("feature-gates") && len(ignored) > 0 {
+		out = append(out, fmt.Sprintf("flag --feature-gates: gates %s are accepted for kube-proxy compatibility but not implemented yet; ignored", strings.Join(ignored, ", ")))
 	}
 	// Flags that are implemented but that kube-proxy does not apply in the
 	// chosen mode: say so rather than let the user believe they matter.
@@ -77,21 +82,10 @@ func fieldWarnings(path string, kp *v1alpha1.KubeProxyConfiguration) []string {
 			fields = append(fields, field)
 		}
 	}
-	if len(kp.FeatureGates) > 0 {
-		gates := make([]string, 0, len(kp.FeatureGates))
-		for g := range kp.FeatureGates {
-			gates = append(gates, g)
-		}
-		sort.Strings(gates)
+	if gates := ignoredGates(kp.FeatureGates); len(gates) > 0 {
 		fields = append(fields, "featureGates ("+strings.Join(gates, ", ")+")")
 	}
 	add(kp.ClientConnection.AcceptContentTypes != "", "clientConnection.acceptContentTypes")
-	add(kp.Logging.Format != "text", "logging.format")
-	add(kp.Logging.FlushFrequency.Duration.Duration != logsapi.LogFlushFreqDefault, "logging.flushFrequency")
-	add(kp.Logging.Options.Text.SplitStream, "logging.options.text.splitStream")
-	add(!kp.Logging.Options.Text.InfoBufferSize.IsZero(), "logging.options.text.infoBufferSize")
-	add(kp.Logging.Options.JSON.SplitStream, "logging.options.json.splitStream")
-	add(!kp.Logging.Options.JSON.InfoBufferSize.IsZero(), "logging.options.json.infoBufferSize")
 	add(kp.BindAddressHardFail, "bindAddressHardFail")
 	add(kp.ShowHiddenMetricsForVersion != "", "showHiddenMetricsForVersion")
 	if kp.Mode != "ipvs" {
@@ -112,5 +106,18 @@ func fieldWarnings(path string, kp *v1alpha1.KubeProxyConfiguration) []string {
 	for _, f := range fields {
 		out = append(out, unimplementedFieldWarning(path, f))
 	}
+	return out
+}
+
+// ignoredGates lists, sorted, the feature gates among gates that kproxy does not act
+// on: all but the logging ones.
+func ignoredGates(gates map[string]bool) []string {
+	var out []string
+	for g := range gates {
+		if !logging.IsLoggingGate(g) {
+			out = append(out, g)
+		}
+	}
+	sort.Strings(out)
 	return out
 }

@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -43,8 +44,8 @@ func (c *Cleaner) Close() {
 // The table is listed once whatever the number of targets. On an error the count
 // is still that of the entries actually deleted; an error wrapping
 // netlink.ErrDumpInterrupted means the table changed while it was listed and some
-// stale entries may have been missed.
-func (c *Cleaner) Clean(family model.Family, targets []Target) (int, error) {
+// stale entries may have been missed. It logs to ctx's logger.
+func (c *Cleaner) Clean(ctx context.Context, family model.Family, targets []Target) (int, error) {
 	matcher, err := newFlowMatcher(family, targets)
 	if err != nil {
 		return 0, err
@@ -63,7 +64,7 @@ func (c *Cleaner) Clean(family model.Family, targets []Target) (int, error) {
 	// A failed listing yields no stale entries; an interrupted one yields those seen.
 	stale, seen, listErr := c.table.collect(af, matcher.MatchConntrackFlow)
 	deleted, delErr := c.table.remove(af, stale)
-	klog.V(2).InfoS("Cleaned stale conntrack entries", "family", family, "targets", len(targets),
+	klog.FromContext(ctx).V(2).Info("Cleaned stale conntrack entries", "family", family, "targets", len(targets),
 		"entries", seen, "stale", len(stale), "deleted", deleted, "elapsed", time.Since(start))
 	if listErr != nil || delErr != nil {
 		return deleted, fmt.Errorf("conntrack cleanup (%s): %w", family, joinErrs(listErr, delErr))

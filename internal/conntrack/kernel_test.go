@@ -217,7 +217,7 @@ func TestCleanerUDPAgainstKernel(t *testing.T) {
 	defer c.Close()
 
 	// Keeping the old endpoint deletes nothing.
-	if n, err := c.Clean(model.IPv4, []Target{dnsTarget(oldPort)}); err != nil || n != 0 {
+	if n, err := c.Clean(t.Context(), model.IPv4, []Target{dnsTarget(oldPort)}); err != nil || n != 0 {
 		t.Fatalf("Clean keeping the endpoint in use = %d, %v; want 0, nil", n, err)
 	}
 	if len(flowsTo(t, ns, unix.IPPROTO_UDP, serviceIP)) != 1 {
@@ -226,12 +226,12 @@ func TestCleanerUDPAgainstKernel(t *testing.T) {
 	// Cleaning the IPv6 table does not touch IPv4 entries.
 	v6 := dnsTarget()
 	v6.ServiceIPs = []netip.Addr{netip.MustParseAddr("fd00:96::10")}
-	if n, err := c.Clean(model.IPv6, []Target{v6}); err != nil || n != 0 {
+	if n, err := c.Clean(t.Context(), model.IPv6, []Target{v6}); err != nil || n != 0 {
 		t.Fatalf("IPv6 Clean = %d, %v; want 0, nil", n, err)
 	}
 
 	// The sync now serves only the new endpoint: the stale entry goes.
-	if n, err := c.Clean(model.IPv4, []Target{dnsTarget(newPort)}); err != nil || n != 1 {
+	if n, err := c.Clean(t.Context(), model.IPv4, []Target{dnsTarget(newPort)}); err != nil || n != 1 {
 		t.Fatalf("Clean keeping only the new endpoint = %d, %v; want 1, nil", n, err)
 	}
 	if got := flowsTo(t, ns, unix.IPPROTO_UDP, serviceIP); len(got) != 0 {
@@ -249,7 +249,7 @@ func TestCleanerUDPAgainstKernel(t *testing.T) {
 	inNetns(t, ns, func() {
 		prod := NewCleaner()
 		defer prod.Close()
-		if n, err := prod.Clean(model.IPv4, []Target{dnsTarget()}); err != nil || n != 1 {
+		if n, err := prod.Clean(t.Context(), model.IPv4, []Target{dnsTarget()}); err != nil || n != 1 {
 			t.Errorf("Clean keeping nothing = %d, %v; want 1, nil", n, err)
 		}
 	})
@@ -302,11 +302,11 @@ func TestCleanerSCTPAgainstKernel(t *testing.T) {
 	defer c.Close()
 	target := Target{Protocol: unix.IPPROTO_SCTP, ServiceIPs: []netip.Addr{netip.MustParseAddr(svc)}, Port: 3868,
 		Keep: map[netip.AddrPort]struct{}{netip.MustParseAddrPort("10.244.0.6:3868"): {}}}
-	if n, err := c.Clean(model.IPv4, []Target{target}); err != nil || n != 0 {
+	if n, err := c.Clean(t.Context(), model.IPv4, []Target{target}); err != nil || n != 0 {
 		t.Fatalf("Clean keeping the SCTP endpoint = %d, %v; want 0, nil", n, err)
 	}
 	target.Keep = nil
-	if n, err := c.Clean(model.IPv4, []Target{target}); err != nil || n != 1 {
+	if n, err := c.Clean(t.Context(), model.IPv4, []Target{target}); err != nil || n != 1 {
 		t.Fatalf("Clean keeping nothing = %d, %v; want 1, nil", n, err)
 	}
 	got := flowsTo(t, ns, unix.IPPROTO_SCTP, svc)

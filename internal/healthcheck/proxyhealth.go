@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/metrics"
 )
@@ -27,12 +28,17 @@ type ProxyHealth struct {
 	status  StatusFunc
 	// nodeEligible, if set, adds upstream's node check to /healthz.
 	nodeEligible func() bool
-	now          func() time.Time
+	// clock is what the age of a queued change is measured with: the clock of the
+	// loop that StatusFunc reports on.
+	clock clock.PassiveClock
+	// metrics counts the answers by status code.
+	metrics *metrics.Metrics
 }
 
-// NewProxyHealth returns a health server; timeout is upstream's 2 x syncPeriod.
-func NewProxyHealth(timeout time.Duration, status StatusFunc, nodeEligible func() bool) *ProxyHealth {
-	return &ProxyHealth{timeout: timeout, status: status, nodeEligible: nodeEligible, now: time.Now}
+// NewProxyHealth returns a health server that counts its answers in m; timeout is
+// upstream's 2 x syncPeriod.
+func NewProxyHealth(timeout time.Duration, status StatusFunc, nodeEligible func() bool, clk clock.PassiveClock, m *metrics.Metrics) *ProxyHealth {
+	return &ProxyHealth{timeout: timeout, status: status, nodeEligible: nodeEligible, clock: clk, metrics: m}
 }
 
 type body struct {
@@ -46,7 +52,7 @@ type body struct {
 // has ever been synced although a change has waited that long.
 func (h *ProxyHealth) healthy() (bool, time.Time) {
 	queuedAt, syncedAt := h.status()
-	now := h.now()
+	now := h.clock.Now()
 	if !queuedAt.IsZero() && now.Sub(queuedAt) > h.timeout {
 		return false, syncedAt
 	}
@@ -61,7 +67,7 @@ func (h *ProxyHealth) Healthy() bool {
 
 func (h *ProxyHealth) serve(w http.ResponseWriter, withNode bool) {
 	ok, last := h.healthy()
-	now := h.now()
+	now := h.clock.Now()
 	b := body{CurrentTime: now.Format(time.RFC3339Nano), Healthy: ok}
 	if withNode && h.nodeEligible != nil {
 		e := h.nodeEligible()
@@ -86,9 +92,9 @@ func (h *ProxyHealth) serve(w http.ResponseWriter, withNode bool) {
 	if !ok {
 		code = http.StatusServiceUnavailable
 	}
-	counter := metrics.ProxyLivezTotal
+	counter := h.metrics.ProxyLivezTotal
 	if withNode {
-		counter = metrics.ProxyHealthzTotal
+		counter = h.metrics.ProxyHealthzTotal
 	}
 	counter.WithLabelValues(strconv.Itoa(code)).Inc()
 	w.WriteHeader(code)
@@ -103,7 +109,8 @@ func (h *ProxyHealth) Handler() http.Handler {
 	return mux
 }
 
-// Serve listens on addr until ctx ends; an empty addr or port 0 disables it.
+// Serve listens on addr until ctx ends, logging to ctx's logger; an empty addr or
+// port 0 disables it.
 func Serve(ctx context.Context, addr string, h http.Handler) {
 	if addr == "" {
 		return
@@ -121,7 +128,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) {
 		if errors.Is(err, http.ErrServerClosed) {
 			return
 		}
-		klog.ErrorS(err, "HTTP server failed; retrying in 5s", "address", addr)
+		klog.FromContext(ctx).Error(err, "HTTP server failed; retrying in 5s", "address", addr)
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Second):

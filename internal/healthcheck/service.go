@@ -35,6 +35,8 @@ type serviceServer struct {
 	name    types.NamespacedName
 	port    int32
 	servers []*http.Server
+	// serving counts the servers' goroutines; stop waits for them.
+	serving sync.WaitGroup
 	// local is the number of ready local endpoints, read by the handler.
 	mu    sync.Mutex
 	local int
@@ -166,15 +168,16 @@ func (s *serviceServer) start(addrs []string, proxyHealthy func() bool) error {
 		}
 		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		s.servers = append(s.servers, srv)
-		go func() {
+		s.serving.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				klog.ErrorS(err, "Health check node port server failed", "service", s.name, "address", addr)
 			}
-		}()
+		})
 	}
 	return nil
 }
 
+// stop closes the servers and returns once their goroutines have ended.
 func (s *serviceServer) stop() {
 	for _, srv := range s.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -182,4 +185,5 @@ func (s *serviceServer) stop() {
 		cancel()
 	}
 	s.servers = nil
+	s.serving.Wait()
 }

@@ -173,16 +173,16 @@ func TestWorldsFakeMatchesTheKernel(t *testing.T) {
 			from, to := tr[0], tr[1]
 			t.Run(string(fl)+"/"+from.Name+"-to-"+to.Name, func(t *testing.T) {
 				tee := &teeRunner{Fake: NewFake(model.IPv4), t: t, kernel: binRunner{ns: newNS(t), bin: BinariesFor(model.IPv4, fl)}}
-				px := NewProxier(worldParams(), tee, func(string, string) error { return nil })
+				px := NewProxier(worldParams(), tee, noSysctl, newMetrics(t))
 				tracker := model.NewTracker(proxytest.NodeName, nil)
 				proxytest.Feed(tracker, from)
 				tee.step = "full sync of " + from.Name
-				if err := px.Sync(proxytest.Snapshot(tracker), true); err != nil {
+				if err := px.Sync(t.Context(), proxytest.Snapshot(tracker), true); err != nil {
 					t.Fatal(err)
 				}
 				proxytest.Transition(tracker, from, to)
 				tee.step = "partial sync to " + to.Name
-				if err := px.Sync(proxytest.Snapshot(tracker), false); err != nil {
+				if err := px.Sync(t.Context(), proxytest.Snapshot(tracker), false); err != nil {
 					t.Fatal(err)
 				}
 			})

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ type Proxier struct {
 	runner Runner
 	// sysctl sets the kernel tunables the rules rely on.
 	sysctl sysctl.Writer
+	// metrics receives the restore failures and rule counts.
+	metrics *metrics.Metrics
 	// builder keeps the ruleset between syncs, so partial syncs do work in proportion
 	// to the change.
 	builder *Builder
@@ -29,20 +32,22 @@ type Proxier struct {
 	programmed atomic.Bool
 }
 
-// NewProxier returns a Proxier on the family's iptables r; sysctls sets the kernel
-// tunables the rules need (sysctl.Proc on a node). The node's parameters in p
-// (LocalDetector, NodePortAll, NodePortIPs) are replaced at each sync by the
-// snapshot's, when it has them (model.Snapshot.NodeParams).
-func NewProxier(p Params, r Runner, sysctls sysctl.Writer) *Proxier {
-	return &Proxier{params: p, runner: r, sysctl: sysctls, builder: NewBuilder()}
+// NewProxier returns a Proxier on the family's iptables r that reports to m; sysctls
+// sets the kernel tunables the rules need (sysctl.Proc on a node). The node's
+// parameters in p (LocalDetector, NodePortAll, NodePortIPs) are replaced at each sync
+// by the snapshot's, when it has them (model.Snapshot.NodeParams).
+func NewProxier(p Params, r Runner, sysctls sysctl.Writer, m *metrics.Metrics) *Proxier {
+	return &Proxier{params: p, runner: r, sysctl: sysctls, metrics: m, builder: NewBuilder()}
 }
 
 // Family is the IP family this proxier programs.
 func (p *Proxier) Family() model.Family { return p.params.Family }
 
 // Sync writes the snapshot into the kernel: in full, or (full=false) only the chains of
-// the Services that changed. On error the caller must make the next sync full.
-func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
+// the Services that changed. On error the caller must make the next sync full. It logs
+// to ctx's logger.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	logger := klog.FromContext(ctx)
 	start := time.Now()
 	params := p.params
 	if node, ok := snap.NodeParams(params.Family); ok {
@@ -50,7 +55,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		params.NodePortAll, params.NodePortIPs = node.NodePortAll, node.NodePortIPs
 	}
 	if full {
-		if err := p.setupKernel(); err != nil {
+		if err := p.setupKernel(logger); err != nil {
 			return err
 		}
 	}
@@ -84,9 +89,9 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	if err := p.runner.Restore(rs.Data); err != nil {
 		if full {
-			metrics.IPTablesRestoreFailuresTotal.WithLabelValues(fam).Inc()
+			p.metrics.IPTablesRestoreFailuresTotal.WithLabelValues(fam).Inc()
 		} else {
-			metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(fam).Inc()
+			p.metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(fam).Inc()
 		}
 		p.builder.Reset()
 		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
@@ -96,13 +101,13 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	p.rules.apply(rs.Data, full)
 	p.programmed.Store(true)
-	metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
-	metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
-	metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(p.rules.total("filter")))
-	metrics.IPTablesRulesTotal.WithLabelValues("nat", fam).Set(float64(p.rules.total("nat")))
-	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(rs.NoLocalEndpoints["internal"]))
-	metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(rs.NoLocalEndpoints["external"]))
-	klog.V(2).InfoS("Synced iptables rules", "family", params.Family, "full", full,
+	p.metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
+	p.metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
+	p.metrics.IPTablesRulesTotal.WithLabelValues("filter", fam).Set(float64(p.rules.total("filter")))
+	p.metrics.IPTablesRulesTotal.WithLabelValues("nat", fam).Set(float64(p.rules.total("nat")))
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(rs.NoLocalEndpoints["internal"]))
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(rs.NoLocalEndpoints["external"]))
+	logger.V(2).Info("Synced iptables rules", "family", params.Family, "full", full,
 		"services", len(snap.Services), "natRules", rs.NatRules, "filterRules", rs.FilterRules,
 		"bytes", len(rs.Data), "elapsed", time.Since(start))
 	return nil
@@ -110,10 +115,10 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 
 // setupKernel prepares what the rules rely on: the canary chains and, for localhost
 // NodePorts, route_localnet (without it the kernel drops 127.0.0.1 after DNAT).
-func (p *Proxier) setupKernel() error {
+func (p *Proxier) setupKernel(logger klog.Logger) error {
 	if p.params.Family == model.IPv4 && p.params.LocalhostNodePorts {
 		if err := p.sysctl("net/ipv4/conf/all/route_localnet", "1"); err != nil {
-			klog.ErrorS(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")
+			logger.Error(err, "Cannot enable route_localnet; NodePorts on 127.0.0.1 will not work")
 		}
 	}
 	return nil
@@ -121,7 +126,7 @@ func (p *Proxier) setupKernel() error {
 
 // Flushed reports whether someone removed kproxy's canary chain or emptied its chains (iptables -F / -X,
 // a firewall restart): the rules must then be rewritten in full.
-func (p *Proxier) Flushed() bool {
+func (p *Proxier) Flushed(context.Context) bool {
 	return p.programmed.Load() && p.runner.ChainsFlushed(flushProbes)
 }
 

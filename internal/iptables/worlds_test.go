@@ -18,20 +18,21 @@ func worldParams() Params {
 }
 
 // worldProxier is a Proxier on a Fake; the sysctls it sets are kept, not written.
-func worldProxier() (*Proxier, *Fake, map[string]string) {
+func worldProxier(t *testing.T) (*Proxier, *Fake, map[string]string) {
+	t.Helper()
 	fk := NewFake(model.IPv4)
 	sysctls := map[string]string{}
 	set := func(path, value string) error { sysctls[path] = value; return nil }
-	return NewProxier(worldParams(), fk, set), fk, sysctls
+	return NewProxier(worldParams(), fk, set, newMetrics(t)), fk, sysctls
 }
 
 // syncWorld feeds a world to a new tracker and makes a Proxier sync it in full.
 func syncWorld(t *testing.T, w proxytest.World) (*Fake, *model.Tracker, *Proxier) {
 	t.Helper()
-	px, fk, _ := worldProxier()
+	px, fk, _ := worldProxier(t)
 	tr := model.NewTracker(proxytest.NodeName, nil)
 	proxytest.Feed(tr, w)
-	if err := px.Sync(proxytest.Snapshot(tr), true); err != nil {
+	if err := px.Sync(t.Context(), proxytest.Snapshot(tr), true); err != nil {
 		t.Fatalf("full sync of world %s: %v", w.Name, err)
 	}
 	return fk, tr, px
@@ -60,7 +61,7 @@ func TestWorldsPartialSyncEqualsFullSync(t *testing.T) {
 			restores := fk.Restores()
 			proxytest.Transition(tracker, from, to)
 			snap := proxytest.Snapshot(tracker)
-			if err := px.Sync(snap, false); err != nil {
+			if err := px.Sync(t.Context(), snap, false); err != nil {
 				t.Fatalf("partial sync to world %s: %v", to.Name, err)
 			}
 			if fk.Restores() != restores+1 {
@@ -119,22 +120,22 @@ func TestWorldsCleanupOnTheFake(t *testing.T) {
 func TestFlushedOnTheFake(t *testing.T) {
 	fk, _, px := syncWorld(t, proxytest.Worlds()[0])
 	want := saveTables(t, fk)
-	if px.Flushed() {
+	if px.Flushed(t.Context()) {
 		t.Fatal("Flushed right after a sync")
 	}
 	for _, breakIt := range [][]string{{"-t", "nat", "-F"}, {"-t", "mangle", "-X", chainCanary}, {"-t", "filter", "-F", "FORWARD"}} {
 		if err := fk.Run(breakIt...); err != nil {
 			t.Fatal(err)
 		}
-		if !px.Flushed() {
+		if !px.Flushed(t.Context()) {
 			t.Errorf("Flushed missed iptables %v", breakIt)
 		}
 		tr := model.NewTracker(proxytest.NodeName, nil)
 		proxytest.Feed(tr, proxytest.Worlds()[0])
-		if err := px.Sync(proxytest.Snapshot(tr), true); err != nil {
+		if err := px.Sync(t.Context(), proxytest.Snapshot(tr), true); err != nil {
 			t.Fatalf("full sync after iptables %v: %v", breakIt, err)
 		}
-		if px.Flushed() {
+		if px.Flushed(t.Context()) {
 			t.Errorf("still Flushed after the full sync that followed iptables %v", breakIt)
 		}
 		got := saveTables(t, fk)

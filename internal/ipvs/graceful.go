@@ -26,7 +26,7 @@ type gracefulKey struct {
 func newGraceful() *graceful { return &graceful{pending: map[gracefulKey]*libipvs.Service{}} }
 
 // remove starts removing a real server.
-func (g *graceful) remove(h Handle, svc *libipvs.Service, key VSKey, d *libipvs.Destination) error {
+func (g *graceful) remove(logger klog.Logger, h Handle, svc *libipvs.Service, key VSKey, d *libipvs.Destination) error {
 	ap := destAddr(d)
 	if !needsDrain(svc, d) {
 		g.forget(key, ap)
@@ -36,7 +36,7 @@ func (g *graceful) remove(h Handle, svc *libipvs.Service, key VSKey, d *libipvs.
 		if err := h.UpdateDestination(svc, toDestination(ap, 0)); err != nil {
 			return err
 		}
-		klog.V(2).InfoS("Draining IPVS real server", "vs", key, "realServer", ap, "activeConn", d.ActiveConnections, "inactiveConn", d.InactiveConnections)
+		logger.V(2).Info("Draining IPVS real server", "vs", key, "realServer", ap, "activeConn", d.ActiveConnections, "inactiveConn", d.InactiveConnections)
 	}
 	g.mu.Lock()
 	g.pending[gracefulKey{key, ap}] = svc
@@ -74,7 +74,7 @@ func (g *graceful) Len() int {
 
 // process deletes the draining real servers whose connections are gone. The caller
 // holds the lock that serialises use of h.
-func (g *graceful) process(h Handle) {
+func (g *graceful) process(logger klog.Logger, h Handle) {
 	g.mu.Lock()
 	work := make(map[gracefulKey]*libipvs.Service, len(g.pending))
 	for k, v := range g.pending {
@@ -99,10 +99,10 @@ func (g *graceful) process(h Handle) {
 			g.forget(k.vs, k.dest)
 		case !needsDrain(svc, found):
 			if err := h.DelDestination(svc, found); err != nil {
-				klog.ErrorS(err, "Deleting drained IPVS real server failed", "vs", k.vs, "realServer", k.dest)
+				logger.Error(err, "Deleting drained IPVS real server failed", "vs", k.vs, "realServer", k.dest)
 				continue
 			}
-			klog.V(2).InfoS("Deleted drained IPVS real server", "vs", k.vs, "realServer", k.dest)
+			logger.V(2).Info("Deleted drained IPVS real server", "vs", k.vs, "realServer", k.dest)
 			g.forget(k.vs, k.dest)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	libipvs "github.com/moby/ipvs"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
@@ -35,11 +36,14 @@ type Config struct {
 
 // Proxier programs one IP family's Services into IPVS.
 type Proxier struct {
-	cfg   Config
-	h     Handle
-	links Links
-	sets  IPSet
-	ipt   IPTables
+	cfg     Config
+	h       Handle
+	links   Links
+	sets    IPSet
+	ipt     IPTables
+	metrics *metrics.Metrics
+	// clock paces the drain loop and the flush checks.
+	clock clock.WithTicker
 
 	// mu serialises use of h between Sync and the drain loop.
 	mu        sync.Mutex
@@ -50,24 +54,26 @@ type Proxier struct {
 	reported  map[string]string // gaps already logged, per Service port
 	// flushCheckedAt is when Flushed last ran iptables.
 	flushCheckedAt time.Time
-	// LastPlan is the last plan applied, for tests and debugging.
-	LastPlan *Plan
+	// lastPlan is the last plan applied; Flushed expects its VIPs on kube-ipvs0.
+	lastPlan *Plan
 }
 
-// NewProxier returns a Proxier; it touches no kernel state until Setup or Sync.
-func NewProxier(cfg Config, h Handle, links Links, sets IPSet, ipt IPTables) *Proxier {
+// NewProxier returns a Proxier that reports to m and reads the time from clk; it
+// touches no kernel state until Setup or Sync.
+func NewProxier(cfg Config, h Handle, links Links, sets IPSet, ipt IPTables, m *metrics.Metrics, clk clock.WithTicker) *Proxier {
 	if cfg.Scheduler == "" {
 		cfg.Scheduler = "rr"
 	}
 	if cfg.DrainInterval == 0 {
 		cfg.DrainInterval = 2 * time.Second
 	}
-	return &Proxier{cfg: cfg, h: h, links: links, sets: sets, ipt: ipt, graceful: newGraceful(), reported: map[string]string{}}
+	return &Proxier{cfg: cfg, h: h, links: links, sets: sets, ipt: ipt, metrics: m, clock: clk,
+		graceful: newGraceful(), reported: map[string]string{}}
 }
 
-// Setup prepares the kernel: the sysctls IPVS mode relies on, IPVS timeouts, a check
-// that the scheduler exists, and the drain loop (until ctx ends).
-func (p *Proxier) Setup(ctx context.Context, sysctls SysctlWriter) error {
+// Setup prepares the kernel: the sysctls IPVS mode relies on, IPVS timeouts and a check
+// that the scheduler exists.
+func (p *Proxier) Setup(sysctls SysctlWriter) error {
 	if err := setSysctls(sysctls, p.cfg.StrictARP); err != nil {
 		return err
 	}
@@ -76,11 +82,7 @@ func (p *Proxier) Setup(ctx context.Context, sysctls SysctlWriter) error {
 			return fmt.Errorf("ipvs: setting the tcp/tcpfin/udp timeouts: %w", err)
 		}
 	}
-	if err := checkScheduler(p.h, p.cfg.Family, p.cfg.Scheduler); err != nil {
-		return err
-	}
-	go p.drainLoop(ctx)
-	return nil
+	return checkScheduler(p.h, p.cfg.Family, p.cfg.Scheduler)
 }
 
 // checkScheduler creates and deletes a throw-away virtual server with the scheduler,
@@ -98,20 +100,23 @@ func checkScheduler(h Handle, f model.Family, sched string) error {
 	return h.DelService(s)
 }
 
-func (p *Proxier) drainLoop(ctx context.Context) {
-	t := time.NewTicker(p.cfg.DrainInterval)
+// RunBackground is part of proxy.Background: every DrainInterval until ctx ends, it
+// deletes the draining real servers whose connections are gone.
+func (p *Proxier) RunBackground(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	t := p.clock.NewTicker(p.cfg.DrainInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		if p.graceful.Len() == 0 {
 			continue
 		}
 		p.mu.Lock()
-		p.graceful.process(p.h)
+		p.graceful.process(logger, p.h)
 		p.mu.Unlock()
 	}
 }
@@ -121,9 +126,10 @@ func (p *Proxier) Family() model.Family { return p.cfg.Family }
 
 // Sync makes the kernel match the snapshot. IPVS state is always compared with the
 // kernel's; ipsets and iptables rules are rewritten in full when full, else only
-// what changed.
-func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
-	start := time.Now()
+// what changed. It logs to ctx's logger.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	logger := klog.FromContext(ctx)
+	start := p.clock.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f := p.cfg.Family
@@ -209,7 +215,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			}
 		}
 	}
-	if err := reconcile(p.h, f, plan.Servers, p.cfg.ExcludeCIDRs, p.graceful); err != nil {
+	if err := reconcile(logger, p.h, f, plan.Servers, p.cfg.ExcludeCIDRs, p.graceful); err != nil {
 		errs = append(errs, err)
 	}
 	for _, a := range bound {
@@ -219,19 +225,19 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			}
 		}
 	}
-	p.graceful.process(p.h)
+	p.graceful.process(logger, p.h)
 	if err := errors.Join(errs...); err != nil {
 		return fail(err)
 	}
 	p.synced = true
-	p.LastPlan = plan
-	p.reportGaps(plan)
+	p.lastPlan = plan
+	p.reportGaps(logger, plan)
 	fam := f.String()
-	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(plan.NoLocalEndpoints["internal"]))
-	metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(plan.NoLocalEndpoints["external"]))
-	klog.V(2).InfoS("Synced IPVS", "family", f, "full", full, "services", len(snap.Services),
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("internal", fam).Set(float64(plan.NoLocalEndpoints["internal"]))
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(plan.NoLocalEndpoints["external"]))
+	logger.V(2).Info("Synced IPVS", "family", f, "full", full, "services", len(snap.Services),
 		"virtualServers", len(plan.Servers), "vips", len(plan.VIPs), "setsRewritten", len(changed),
-		"draining", p.graceful.Len(), "elapsed", time.Since(start))
+		"draining", p.graceful.Len(), "elapsed", p.clock.Since(start))
 	return nil
 }
 
@@ -284,14 +290,14 @@ func usableNodePortIPs(ips []netip.Addr, f model.Family) []netip.Addr {
 }
 
 // reportGaps logs, once per Service port and content, the semantics IPVS cannot carry.
-func (p *Proxier) reportGaps(plan *Plan) {
+func (p *Proxier) reportGaps(logger klog.Logger, plan *Plan) {
 	for name, gaps := range plan.Gaps {
 		text := strings.Join(gaps, "; ")
 		if p.reported[name] == text {
 			continue
 		}
 		p.reported[name] = text
-		klog.InfoS("Service semantics that IPVS mode cannot express (see docs/ipvs.md)", "servicePort", name, "family", p.cfg.Family, "gaps", text)
+		logger.Info("Service semantics that IPVS mode cannot express (see docs/ipvs.md)", "servicePort", name, "family", p.cfg.Family, "gaps", text)
 	}
 	for name := range p.reported {
 		if _, ok := plan.Gaps[name]; !ok {
@@ -304,17 +310,17 @@ func (p *Proxier) reportGaps(plan *Plan) {
 const flushCheckInterval = 5 * time.Second
 
 // Flushed reports whether someone removed kproxy's canary chain or kube-ipvs0.
-func (p *Proxier) Flushed() bool {
+func (p *Proxier) Flushed(context.Context) bool {
 	p.mu.Lock()
-	synced, plan := p.synced, p.LastPlan
+	synced, plan := p.synced, p.lastPlan
 	checked := p.flushCheckedAt
-	if synced && time.Since(checked) >= flushCheckInterval {
-		p.flushCheckedAt = time.Now()
+	if synced && p.clock.Since(checked) >= flushCheckInterval {
+		p.flushCheckedAt = p.clock.Now()
 	}
 	p.mu.Unlock()
 	// The loop asks several times a second (proxy.Options.FlushCheckInterval); each
 	// check runs iptables, so look at most every flushCheckInterval.
-	if !synced || time.Since(checked) < flushCheckInterval {
+	if !synced || p.clock.Since(checked) < flushCheckInterval {
 		return false
 	}
 	if p.ipt.Run("-t", "mangle", "-S", chainCanary) != nil {

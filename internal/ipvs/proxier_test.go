@@ -6,12 +6,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -53,30 +59,37 @@ func addrs(ss ...string) []netip.Addr {
 }
 
 type rig struct {
-	h     *fakeHandle
-	links *fakeLinks
-	sets  *fakeIPSet
-	ipt   *iptables.Fake
-	p     *Proxier
+	h       *fakeHandle
+	links   *fakeLinks
+	sets    *fakeIPSet
+	ipt     *iptables.Fake
+	metrics *metrics.Metrics
+	clock   *testingclock.FakeClock
+	p       *Proxier
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if cfg.Family == 0 {
 		cfg.Family = model.IPv4
 	}
-	r := &rig{h: newFakeHandle(), links: newFakeLinks(nodeIP), ipt: iptables.NewFake(cfg.Family)}
+	r := &rig{h: newFakeHandle(), links: newFakeLinks(nodeIP), ipt: iptables.NewFake(cfg.Family),
+		metrics: m, clock: testingclock.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	r.sets = &fakeIPSet{inUse: ipsetInUse(r.ipt)}
 	if cfg.MasqueradeBit == 0 {
 		cfg.MasqueradeBit = 14
 	}
-	r.p = NewProxier(cfg, r.h, r.links, r.sets, r.ipt)
+	r.p = NewProxier(cfg, r.h, r.links, r.sets, r.ipt, r.metrics, r.clock)
 	return r
 }
 
 func (r *rig) sync(t *testing.T, s *model.Snapshot, full bool) {
 	t.Helper()
-	if err := r.p.Sync(s, full); err != nil {
+	if err := r.p.Sync(t.Context(), s, full); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 }
@@ -143,14 +156,18 @@ func TestSyncProgramsEveryServiceAddress(t *testing.T) {
 			t.Errorf("jump rule %s %s %v present %d times, want once", j.table, j.chain, j.args, n)
 		}
 	}
-	if r.p.Flushed() {
+	if r.p.Flushed(t.Context()) {
 		t.Errorf("Flushed right after a sync")
 	}
 	if err := r.ipt.Run("-t", "mangle", "-X", chainCanary); err != nil {
 		t.Fatal(err)
 	}
-	r.p.flushCheckedAt = time.Time{} // as if the last check were long ago
-	if !r.p.Flushed() {
+	r.clock.Step(flushCheckInterval - time.Millisecond)
+	if r.p.Flushed(t.Context()) {
+		t.Errorf("Flushed looked again within flushCheckInterval of its last check")
+	}
+	r.clock.Step(time.Millisecond)
+	if !r.p.Flushed(t.Context()) {
 		t.Errorf("Flushed is false after the canary chain was removed")
 	}
 }
@@ -206,15 +223,15 @@ func TestLocalPoliciesUseLocalEndpointsAndReportGaps(t *testing.T) {
 	if got := strings.Join(r.sets.sets["KUBE-NODE-PORT-LOCAL-TCP"], " "); got != "30020" {
 		t.Errorf("KUBE-NODE-PORT-LOCAL-TCP = %q, want 30020 (no masquerade for eTP=Local)", got)
 	}
-	gaps := r.p.LastPlan.Gaps
+	gaps := r.p.lastPlan.Gaps
 	if len(gaps["ns/itp"]) != 1 || !strings.Contains(gaps["ns/itp"][0], "internalTrafficPolicy Local without local endpoints") {
 		t.Errorf("gaps of ns/itp: %q", gaps["ns/itp"])
 	}
 	if len(gaps["ns/np"]) != 1 || !strings.Contains(gaps["ns/np"][0], "no short-circuit") {
 		t.Errorf("gaps of ns/np: %q", gaps["ns/np"])
 	}
-	if r.p.LastPlan.NoLocalEndpoints["internal"] != 1 {
-		t.Errorf("no-local-endpoints count: %v", r.p.LastPlan.NoLocalEndpoints)
+	if got := testutil.ToFloat64(r.metrics.NoLocalEndpointsTotal.WithLabelValues("internal", "IPv4")); got != 1 {
+		t.Errorf("no-local-endpoints metric (internal): %v, want 1", got)
 	}
 }
 
@@ -237,12 +254,12 @@ func TestGracefulRemoval(t *testing.T) {
 	if got := r.h.table(); got != want {
 		t.Fatalf("after removing b:\n%s\nwant:\n%s", got, want)
 	}
-	r.p.graceful.process(r.h)
+	r.p.graceful.process(klog.Background(), r.h)
 	if got := r.h.table(); got != want {
 		t.Fatalf("a real server with connections was deleted:\n%s", got)
 	}
 	r.h.setConns(webKey, b.AddrPort(), 0, 0)
-	r.p.graceful.process(r.h)
+	r.p.graceful.process(klog.Background(), r.h)
 	if got := r.h.table(); got != "10.96.0.10:80/TCP rr: 10.244.1.11:80/1\n10.96.0.53:53/UDP rr: 10.244.1.11:53/1" {
 		t.Fatalf("drained real server not deleted:\n%s", got)
 	}
@@ -258,6 +275,48 @@ func TestGracefulRemoval(t *testing.T) {
 	if got := r.h.table(); !strings.Contains(got, "10.244.2.11:80/1") || r.p.graceful.Len() != 0 {
 		t.Errorf("returning endpoint not restored to weight 1 (queued %d):\n%s", r.p.graceful.Len(), got)
 	}
+}
+
+// The background loop deletes idle draining real servers at its ticks of the injected
+// clock, and returns when its context ends.
+func TestDrainLoopFollowsItsClockAndContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{})
+		every := r.p.cfg.DrainInterval // the default
+		web := &model.ServicePort{Name: spName("web", "", v1.ProtocolTCP), ClusterIPs: addrs("10.96.0.10"), Port: 80}
+		a, b := ep("10.244.1.11", 80, true), ep("10.244.2.11", 80, false)
+		webKey := VSKey{netip.MustParseAddr("10.96.0.10"), v1.ProtocolTCP, 80}
+		r.sync(t, newSnap().add(web, a, b).s, true)
+		r.h.setConns(webKey, b.AddrPort(), 1, 0)
+		r.sync(t, newSnap().add(web, a).s, false) // b drains: it has a connection
+
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			r.p.RunBackground(ctx)
+			close(done)
+		}()
+		synctest.Wait()
+		r.h.setConns(webKey, b.AddrPort(), 0, 0)
+		draining := "10.96.0.10:80/TCP rr: 10.244.1.11:80/1 10.244.2.11:80/0"
+		r.clock.Step(every - time.Millisecond)
+		synctest.Wait()
+		if got := r.h.table(); got != draining {
+			t.Fatalf("before the drain interval:\n%s\nwant:\n%s", got, draining)
+		}
+		r.clock.Step(time.Millisecond)
+		synctest.Wait()
+		if got := r.h.table(); got != "10.96.0.10:80/TCP rr: 10.244.1.11:80/1" {
+			t.Fatalf("idle real server not deleted at the drain tick:\n%s", got)
+		}
+		cancel()
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("RunBackground did not return after its context ended")
+		}
+	})
 }
 
 func TestStaleVirtualServersAndAddressesGo(t *testing.T) {
@@ -314,9 +373,7 @@ func TestSetupChecksSchedulerAndSetsSysctls(t *testing.T) {
 	r.h.schedulers = map[string]bool{"rr": true}
 	got := map[string]string{}
 	w := func(p, v string) error { got[p] = v; return nil }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := r.p.Setup(ctx, w); err == nil || !strings.Contains(err.Error(), `scheduler "lc"`) {
+	if err := r.p.Setup(w); err == nil || !strings.Contains(err.Error(), `scheduler "lc"`) {
 		t.Errorf("Setup with an unknown scheduler: %v", err)
 	}
 	for p, v := range map[string]string{"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
@@ -327,7 +384,7 @@ func TestSetupChecksSchedulerAndSetsSysctls(t *testing.T) {
 		}
 	}
 	r.h.schedulers["lc"] = true
-	if err := r.p.Setup(ctx, w); err != nil {
+	if err := r.p.Setup(w); err != nil {
 		t.Errorf("Setup with a known scheduler: %v", err)
 	}
 	if len(r.h.services) != 0 {

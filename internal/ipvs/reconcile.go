@@ -116,7 +116,7 @@ func kernelServices(h Handle, f model.Family) (map[VSKey]*libipvs.Service, error
 // reconcile makes the kernel's virtual servers of the family match the plan. Virtual
 // servers the plan does not hold are deleted unless their address is excluded; real
 // servers it no longer holds are removed gracefully.
-func reconcile(h Handle, f model.Family, servers map[VSKey]*VirtualServer, exclude []netip.Prefix, g *graceful) error {
+func reconcile(logger klog.Logger, h Handle, f model.Family, servers map[VSKey]*VirtualServer, exclude []netip.Prefix, g *graceful) error {
 	current, err := kernelServices(h, f)
 	if err != nil {
 		return err
@@ -131,14 +131,14 @@ func reconcile(h Handle, f model.Family, servers map[VSKey]*VirtualServer, exclu
 				errs = append(errs, fmt.Errorf("service %s: creating virtual server %s (scheduler %q): %w", vs.Service, key, vs.Scheduler, err))
 				continue
 			}
-			klog.V(3).InfoS("Created IPVS virtual server", "service", vs.Service, "vs", key)
+			logger.V(3).Info("Created IPVS virtual server", "service", vs.Service, "vs", key)
 		case !sameService(cur, want):
 			if err := h.UpdateService(want); err != nil {
 				errs = append(errs, fmt.Errorf("service %s: updating virtual server %s: %w", vs.Service, key, err))
 				continue
 			}
 		}
-		if err := syncDestinations(h, want, vs, g); err != nil {
+		if err := syncDestinations(logger, h, want, vs, g); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -151,7 +151,7 @@ func reconcile(h Handle, f model.Family, servers map[VSKey]*VirtualServer, exclu
 			continue
 		}
 		g.forgetService(key)
-		klog.V(3).InfoS("Deleted IPVS virtual server", "vs", key)
+		logger.V(3).Info("Deleted IPVS virtual server", "vs", key)
 	}
 	return errors.Join(errs...)
 }
@@ -167,7 +167,7 @@ func excluded(a netip.Addr, exclude []netip.Prefix) bool {
 
 // syncDestinations sets a virtual server's real servers: wanted ones present with
 // weight 1, others drained (weight 0) or deleted.
-func syncDestinations(h Handle, svc *libipvs.Service, vs *VirtualServer, g *graceful) error {
+func syncDestinations(logger klog.Logger, h Handle, svc *libipvs.Service, vs *VirtualServer, g *graceful) error {
 	cur, err := h.GetDestinations(svc)
 	if err != nil {
 		return fmt.Errorf("service %s: listing real servers of %s: %w", vs.Service, vs.Key, err)
@@ -190,7 +190,7 @@ func syncDestinations(h Handle, svc *libipvs.Service, vs *VirtualServer, g *grac
 			}
 			continue
 		}
-		if err := g.remove(h, svc, vs.Key, d); err != nil {
+		if err := g.remove(logger, h, svc, vs.Key, d); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: removing real server %s of %s: %w", vs.Service, ap, vs.Key, err))
 		}
 	}

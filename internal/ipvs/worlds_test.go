@@ -5,10 +5,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kproxy/kproxy/internal/iptables"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/proxytest"
 	"github.com/kproxy/kproxy/internal/trace"
@@ -18,13 +22,18 @@ import (
 // pods in proxytest.ClusterCIDR.
 func worldRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{h: newFakeHandle(), links: newFakeLinks(), ipt: iptables.NewFake(model.IPv4)}
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{h: newFakeHandle(), links: newFakeLinks(), ipt: iptables.NewFake(model.IPv4),
+		metrics: m, clock: testingclock.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	for _, a := range proxytest.LocalAddresses() {
 		r.links.addrs["eth0"] = append(r.links.addrs["eth0"], a)
 	}
 	r.sets = &fakeIPSet{inUse: ipsetInUse(r.ipt)}
 	cfg := Config{Family: model.IPv4, MasqueradeBit: 14}
-	r.p = NewProxier(cfg, r.h, r.links, r.sets, r.ipt)
+	r.p = NewProxier(cfg, r.h, r.links, r.sets, r.ipt, r.metrics, r.clock)
 	return r
 }
 

@@ -5,13 +5,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves what upstream's metrics server does: /metrics, a plain /healthz,
-// /proxyMode (the mode's name as plain text) and, with profiling (--profiling,
-// enableProfiling), Go's /debug/pprof.
-func Handler(mode string, profiling bool) http.Handler {
+// Handler serves what upstream's metrics server does: /metrics (what g gathers), a
+// plain /healthz, /proxyMode (the mode's name as plain text) and, with profiling
+// (--profiling, enableProfiling), Go's /debug/pprof.
+func Handler(g prometheus.Gatherer, mode string, profiling bool) http.Handler {
 	mux := http.NewServeMux()
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -20,7 +21,7 @@ func Handler(mode string, profiling bool) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
 	mux.HandleFunc("/proxyMode", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, mode) })
 	return mux

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -95,7 +98,9 @@ type testProxier struct {
 	*Proxier
 	fake  *knftables.Fake
 	rec   *recorder
-	clock time.Time
+	clock *testingclock.FakePassiveClock
+	// last is how the last sync wrote the kernel.
+	last written
 }
 
 // recorder is knftables' fake, keeping the transactions it ran.
@@ -114,19 +119,20 @@ func newTestProxier(p Params) *testProxier {
 	if p.Family == model.IPv6 {
 		fam = knftables.IPv6Family
 	}
-	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: time.Unix(1_000_000, 0)}
+	tp := &testProxier{fake: knftables.NewFake(fam, TableName), clock: testingclock.NewFakePassiveClock(time.Unix(1_000_000, 0))}
 	tp.rec = &recorder{Fake: tp.fake}
-	tp.Proxier = NewProxier(p, NewFakeKernel(tp.rec))
-	tp.now = func() time.Time { return tp.clock }
+	tp.Proxier = NewProxier(p, NewFakeKernel(tp.rec), tp.clock, newMetrics())
 	return tp
 }
 
 func (tp *testProxier) sync(t *testing.T, snap *model.Snapshot, full bool) {
 	t.Helper()
 	tp.rec.txs = nil
-	if err := tp.Sync(snap, full); err != nil {
+	w, err := tp.write(t.Context(), snap, full)
+	if err != nil {
 		t.Fatalf("sync (full=%v): %v", full, err)
 	}
+	tp.last = w
 }
 
 // dumpLines is the fake's table content as sorted "add ..." lines.
@@ -189,4 +195,13 @@ func dispatch(family, chain string, eps ...string) []string {
 		lines = append(lines, "add element "+family+" kube-proxy "+chain+" { "+itoa(lo)+"-"+itoa(hi)+" : "+e+" }")
 	}
 	return lines
+}
+
+// newMetrics is a metric set on a registry of its own.
+func newMetrics() *metrics.Metrics {
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		panic(err)
+	}
+	return m
 }

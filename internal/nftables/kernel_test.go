@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -137,16 +140,15 @@ func TestKernelSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
 	}
-	clock := time.Now()
-	p := NewProxier(referenceParams(), nft)
-	p.now = func() time.Time { return clock }
+	clock := testingclock.NewFakePassiveClock(time.Now())
+	p := NewProxier(referenceParams(), nft, clock, newMetrics())
 	w := referenceWorld()
 	lb := webPort()
 	lb.NodePort = 30080
 	lb.LoadBalancerIPs = addrs("1.2.3.4")
 	lb.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
 	w.set(lb, ep("10.180.0.2", 80, "test-node"))
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
 		t.Fatalf("full sync: %v", err)
 	}
 	table := listTable(t, "ip")
@@ -161,7 +163,7 @@ func TestKernelSmoke(t *testing.T) {
 		"0-32767 : 10.180.0.1 . 80", "32768-65535 : 10.180.0.2 . 80",
 		"10.180.0.3 . 10.180.0.3 . tcp . 8080",
 	)
-	if p.Flushed() {
+	if p.Flushed(t.Context()) {
 		t.Error("Flushed right after a sync")
 	}
 	// Traffic: svc1's ClusterIP reaches an endpoint; another port of it is rejected; an
@@ -181,33 +183,33 @@ func TestKernelSmoke(t *testing.T) {
 	// Partial sync: svc1 loses an endpoint, svc3 is deleted.
 	w.setAll(svc1(ep("10.180.0.1", 80, "node2")))
 	w.remove(spn("ns3", "svc3", "p80"))
-	if err := p.Sync(w.snapshot(), false); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), false); err != nil {
 		t.Fatalf("partial sync: %v", err)
 	}
 	table = listTable(t, "ip")
 	wantIn(t, "table after partial sync", table, "0-65535 : 10.180.0.1 . 80", "chain service-4AT6LBPK-ns3/svc3/tcp/p80")
 	wantNotIn(t, "table after partial sync", table, "affinity-", "172.30.0.43", "32768-65535 : 10.180.0.2 . 80")
-	clock = clock.Add(2 * time.Second)
-	if err := p.Sync(w.snapshot(), false); err != nil {
+	clock.SetTime(clock.Now().Add(2 * time.Second))
+	if err := p.Sync(t.Context(), w.snapshot(), false); err != nil {
 		t.Fatalf("partial sync: %v", err)
 	}
 	wantNotIn(t, "table after delayed delete", listTable(t, "ip"), "svc3")
 
 	// A periodic full sync keeps affinity clients; a flushed ruleset is noticed and rebuilt.
 	w.set(referenceWorld().ports[spn("ns3", "svc3", "p80")], ep("10.180.0.4", 80, "node2"))
-	if err := p.Sync(w.snapshot(), false); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), false); err != nil {
 		t.Fatalf("partial sync: %v", err)
 	}
 	run(t, "nft", "add", "element", "ip", TableName, "affinity-A6C6ULNT-ns3/svc3/tcp/p80__10.180.0.4/80", "{ 10.0.0.7 }")
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
 		t.Fatalf("periodic full sync: %v", err)
 	}
 	wantIn(t, "affinity set after full sync", listTable(t, "ip"), "10.0.0.7")
 	run(t, "nft", "flush", "ruleset")
-	if !p.Flushed() {
+	if !p.Flushed(t.Context()) {
 		t.Error("Flushed missed nft flush ruleset")
 	}
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
 		t.Fatalf("full sync after flush: %v", err)
 	}
 	wantIn(t, "rebuilt table", listTable(t, "ip"), "172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80")
@@ -221,7 +223,7 @@ func TestKernelSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	p6 := NewProxier(Params{Family: model.IPv6, MasqueradeBit: 14, LocalDetector: DetectByCIDR(netip.MustParsePrefix("fd00:10::/64")),
-		NodePortAll: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:30::/112")}}, nft6)
+		NodePortAll: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:30::/112")}}, nft6, clock, newMetrics())
 	w6 := newWorld()
 	v6 := &model.ServicePort{Name: spn("ns", "v6", "http"), ClusterIPs: addrs("fd00:30::10"), Port: 80, Protocol: v1.ProtocolTCP,
 		NodePort: 30081, ExternalPolicyLocal: true}
@@ -229,13 +231,13 @@ func TestKernelSmoke(t *testing.T) {
 	sticky := &model.ServicePort{Name: spn("ns", "sticky", "dns"), ClusterIPs: addrs("fd00:30::11"), Port: 53, Protocol: v1.ProtocolUDP, StickyMaxAgeSeconds: 60}
 	sticky.Name.Protocol = v1.ProtocolUDP
 	w6.set(sticky, ep("fd00:10::3", 53, "node2"))
-	if err := p6.Sync(w6.snapshot(), true); err != nil {
+	if err := p6.Sync(t.Context(), w6.snapshot(), true); err != nil {
 		t.Fatalf("IPv6 full sync: %v", err)
 	}
 	wantIn(t, "ip6 table", listTable(t, "ip6"), "fd00:30::10 . tcp . 80", "0-65535 : fd00:10::2 . 80", "timeout 1m")
 
 	for _, n := range []interface {
-		Sync(*model.Snapshot, bool) error
+		Sync(context.Context, *model.Snapshot, bool) error
 	}{p, p6} {
 		_ = n
 	}
@@ -261,7 +263,7 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
 	}
-	p := NewProxier(referenceParams(), nft)
+	p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
 	w := referenceWorld()
 	w.setAll(svc1(ep("10.180.0.1", 80, "node2")))
 	// A UDP Service shares the dispatch's shape (nft must accept its map with "meta
@@ -269,20 +271,22 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 	dns := &model.ServicePort{Name: spn("ns", "dns", "dns"), ClusterIPs: addrs("172.30.0.53"), Port: 53, Protocol: v1.ProtocolUDP}
 	dns.Name.Protocol = v1.ProtocolUDP
 	w.set(dns, ep("10.180.0.1", 53, "node2"), ep("10.180.0.2", 53, "node2"))
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	wr, err := p.write(t.Context(), w.snapshot(), true)
+	if err != nil {
 		t.Fatalf("full sync: %v", err)
 	}
 	// The table was new: its elements went over netlink after nft built the rest.
-	if p.LastVia != "nft+netlink" {
-		t.Errorf("first sync into an empty table written via %q, want nft+netlink", p.LastVia)
+	if wr.via != "nft+netlink" {
+		t.Errorf("first sync into an empty table written via %q, want nft+netlink", wr.via)
 	}
 	first := listTable(t, "ip")
 	wantIn(t, "table with a UDP Service", first, "meta l4proto udp dnat ip to numgen random mod 65536 map @service-", "32768-65535 : 10.180.0.2 . 53")
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	wr, err = p.write(t.Context(), w.snapshot(), true)
+	if err != nil {
 		t.Fatalf("second full sync: %v", err)
 	}
-	if p.LastVia != "nft" {
-		t.Errorf("full sync over a table with rules written via %q, want nft (one atomic transaction)", p.LastVia)
+	if wr.via != "nft" {
+		t.Errorf("full sync over a table with rules written via %q, want nft (one atomic transaction)", wr.via)
 	}
 	if byNft := listTable(t, "ip"); byNft != first {
 		t.Errorf("the first sync's table:\n%s\ndiffers from nft's full sync:\n%s", first, byNft)
@@ -305,11 +309,12 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 	}
 	for _, s := range steps {
 		w.setAll(svc1(s.eps...))
-		if err := p.Sync(w.snapshot(), false); err != nil {
+		wr, err := p.write(t.Context(), w.snapshot(), false)
+		if err != nil {
 			t.Fatalf("%s: partial sync: %v", s.name, err)
 		}
-		if p.LastVia != "netlink" {
-			t.Errorf("%s: written via %q, want netlink", s.name, p.LastVia)
+		if wr.via != "netlink" {
+			t.Errorf("%s: written via %q, want netlink", s.name, wr.via)
 		}
 		for i := 0; i < 5 && s.want != ""; i++ {
 			if got := dialResult("172.30.0.41:80"); got != s.want {
@@ -318,11 +323,12 @@ func TestElementUpdatesOverNetlink(t *testing.T) {
 		}
 		written := listTable(t, "ip")
 		// A full sync flushes every map and re-adds its elements through nft.
-		if err := p.Sync(w.snapshot(), true); err != nil {
+		wr, err = p.write(t.Context(), w.snapshot(), true)
+		if err != nil {
 			t.Fatalf("%s: full sync: %v", s.name, err)
 		}
-		if p.LastVia != "nft" {
-			t.Errorf("%s: full sync written via %q, want nft", s.name, p.LastVia)
+		if wr.via != "nft" {
+			t.Errorf("%s: full sync written via %q, want nft", s.name, wr.via)
 		}
 		if byNft := listTable(t, "ip"); byNft != written {
 			t.Errorf("%s: the table written over netlink:\n%s\ndiffers from nft's full sync:\n%s", s.name, written, byNft)
@@ -347,21 +353,22 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("knftables: %v", err)
 	}
-	p := NewProxier(referenceParams(), nft)
+	p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
 	w := newWorld()
 	for i := 0; i < 1500; i++ {
 		sp := &model.ServicePort{Name: spn("a-namespace-of-some-length", fmt.Sprintf("a-service-name-%05d", i), "http"),
 			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP, NodePort: int32(30000 + i)}
 		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
 	}
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	wr, err := p.write(t.Context(), w.snapshot(), true)
+	if err != nil {
 		t.Fatalf("first sync: %v", err)
 	}
-	if p.LastVia != "nft+netlink" {
-		t.Fatalf("first sync via %q, want nft+netlink", p.LastVia)
+	if wr.via != "nft+netlink" {
+		t.Fatalf("first sync via %q, want nft+netlink", wr.via)
 	}
 	first := listTable(t, "ip")
-	if err := p.Sync(w.snapshot(), true); err != nil {
+	if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
 		t.Fatalf("second full sync: %v", err)
 	}
 	if byNft := listTable(t, "ip"); byNft != first {

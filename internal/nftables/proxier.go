@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
 
 	"github.com/kproxy/kproxy/internal/metrics"
@@ -22,8 +23,10 @@ const syncTimeout = 5 * time.Minute
 type Proxier struct {
 	params Params
 	nft    Kernel
-	// now is the clock for delayed chain deletion; tests replace it.
-	now func() time.Time
+	// clock dates the chains whose deletion waits chainDeleteDelay.
+	clock clock.PassiveClock
+	// metrics receives the count of ports without local endpoints.
+	metrics *metrics.Metrics
 
 	mu sync.Mutex
 	// state is what the kernel holds after the last successful sync; nil when that is
@@ -31,12 +34,15 @@ type Proxier struct {
 	state *state
 	// synced is set once a sync succeeded, so Flushed has something to miss.
 	synced atomic.Bool
-	// LastOperations is the number of operations of the last transaction, for logs,
-	// metrics and tests.
-	LastOperations int
-	// LastVia says how the last transaction was written: "nft" (Kernel.Run), "netlink"
-	// (Kernel.writeElements), "nft+netlink" (both) or "none".
-	LastVia string
+}
+
+// written says how a sync wrote the kernel, for its log line.
+type written struct {
+	// operations is the number of operations the sync wrote.
+	operations int
+	// via is "nft" (Kernel.Run), "netlink" (Kernel.writeElements), "nft+netlink" (the
+	// rules by nft, then the elements by netlink) or "none".
+	via string
 }
 
 // New returns the Kernel of the family's kube-proxy table. Listing goes over netlink:
@@ -58,10 +64,11 @@ func nftFamily(f model.Family) knftables.Family {
 }
 
 // NewProxier returns a Proxier that programs p.Family through nft, whose family must be
-// the same. The node's parameters in p (LocalDetector, NodePortAll, NodePortIPs) are
-// replaced at each sync by the snapshot's, when it has them.
-func NewProxier(p Params, nft Kernel) *Proxier {
-	return &Proxier{params: p, nft: nft, now: time.Now}
+// the same, reporting to m. The node's parameters in p (LocalDetector, NodePortAll,
+// NodePortIPs) are replaced at each sync by the snapshot's, when it has them. clk
+// dates the chains that wait for deletion (clock.RealClock in production).
+func NewProxier(p Params, nft Kernel, clk clock.PassiveClock, m *metrics.Metrics) *Proxier {
+	return &Proxier{params: p, nft: nft, clock: clk, metrics: m}
 }
 
 // Family is the IP family this proxier programs.
@@ -70,10 +77,17 @@ func (p *Proxier) Family() model.Family { return p.params.Family }
 // Sync writes the snapshot into the kernel in one nft transaction: in full, or
 // (full=false) only what the Services in snap.Changed changed. On error the caller must
 // make the next sync full (this Proxier also forgets what the kernel holds, so its next
-// sync rebuilds the table whatever full says).
-func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
+// sync rebuilds the table whatever full says). It logs to ctx's logger.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	_, err := p.write(ctx, snap, full)
+	return err
+}
+
+// write is Sync, saying how it wrote the kernel.
+func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (written, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	logger := klog.FromContext(ctx)
 	start := time.Now()
 	params := p.resolveParams(snap)
 	prev := p.state
@@ -81,7 +95,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		// The fixed rules depend on these; the firewall chains on the Node's addresses.
 		full = true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 
 	var kernel map[string][]string
@@ -99,7 +113,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 			// The table is gone (nft flush ruleset): everything is re-added.
 		case err != nil:
 			p.state = nil
-			return fmt.Errorf("%s nftables: listing table %s: %w", params.Family, TableName, err)
+			return written{}, fmt.Errorf("%s nftables: listing table %s: %w", params.Family, TableName, err)
 		default:
 			kernel = objs
 		}
@@ -115,7 +129,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	tx := p.nft.NewTransaction()
 	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel,
-		now: p.now(), elementsApart: apart})
+		now: p.clock.Now(), elementsApart: apart})
 	via := "nft"
 	var err error
 	switch {
@@ -135,23 +149,23 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 	}
 	if err != nil {
 		p.state = nil
-		klog.V(4).InfoS("Failed nftables transaction", "family", params.Family, "via", via, "transaction", tx.String())
-		return fmt.Errorf("%s nftables: transaction of %d operations (full=%v, via %s) failed: %w",
+		logger.V(4).Info("Failed nftables transaction", "family", params.Family, "via", via, "transaction", tx.String())
+		return written{}, fmt.Errorf("%s nftables: transaction of %d operations (full=%v, via %s) failed: %w",
 			params.Family, tx.NumOperations(), full || prev == nil, via, err)
 	}
 	p.state = next
 	internal, external := next.noLocalEndpoints()
-	metrics.NoLocalEndpointsTotal.WithLabelValues("internal", params.Family.String()).Set(float64(internal))
-	metrics.NoLocalEndpointsTotal.WithLabelValues("external", params.Family.String()).Set(float64(external))
-	p.LastOperations, p.LastVia = tx.NumOperations(), via
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("internal", params.Family.String()).Set(float64(internal))
+	p.metrics.NoLocalEndpointsTotal.WithLabelValues("external", params.Family.String()).Set(float64(external))
+	w := written{operations: tx.NumOperations(), via: via}
 	if apart {
-		p.LastOperations += len(ops)
+		w.operations += len(ops)
 	}
 	p.synced.Store(true)
-	klog.V(2).InfoS("Synced nftables rules", "family", params.Family, "full", full || prev == nil,
-		"services", len(snap.Services), "changed", len(snap.Changed), "operations", p.LastOperations,
+	logger.V(2).Info("Synced nftables rules", "family", params.Family, "full", full || prev == nil,
+		"services", len(snap.Services), "changed", len(snap.Changed), "operations", w.operations,
 		"via", via, "elapsed", time.Since(start))
-	return nil
+	return w, nil
 }
 
 // resolveParams fills in the node's parameters of this sync.
@@ -167,15 +181,15 @@ func (p *Proxier) resolveParams(snap *model.Snapshot) Params {
 // Flushed reports whether the table was deleted or flushed behind kproxy's back (nft
 // flush ruleset, a firewall reload): the services chain always holds rules, so one
 // `nft list chain` tells. Cheap enough to be called several times a second.
-func (p *Proxier) Flushed() bool {
+func (p *Proxier) Flushed(ctx context.Context) bool {
 	if !p.synced.Load() {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n, err := p.nft.CountRules(ctx, chainServices)
 	if err != nil {
-		klog.V(2).InfoS("Cannot check the nftables table", "family", p.params.Family, "err", err)
+		klog.FromContext(ctx).V(2).Info("Cannot check the nftables table", "family", p.params.Family, "err", err)
 		return false
 	}
 	return n == 0

@@ -66,14 +66,14 @@ func TestPartialSyncWithoutEffectIsEmpty(t *testing.T) {
 	tp := newTestProxier(referenceParams())
 	tp.sync(t, w.snapshot(), true)
 	tp.sync(t, w.snapshot(), false)
-	if tp.LastOperations != 0 {
-		t.Errorf("sync without changes ran %d operations: %v", tp.LastOperations, tp.txLines())
+	if tp.last.operations != 0 {
+		t.Errorf("sync without changes ran %d operations: %v", tp.last.operations, tp.txLines())
 	}
 	sp, eps := svc1(ep("10.180.0.1", 80, "node2"), ep("10.180.0.2", 80, "node2"))
 	w.set(sp, eps...)
 	tp.sync(t, w.snapshot(), false)
-	if tp.LastOperations != 0 {
-		t.Errorf("sync of an identical Service ran %d operations: %v", tp.LastOperations, tp.txLines())
+	if tp.last.operations != 0 {
+		t.Errorf("sync of an identical Service ran %d operations: %v", tp.last.operations, tp.txLines())
 	}
 }
 
@@ -99,12 +99,12 @@ func TestEndpointsGoneRejectsAndRetiresChain(t *testing.T) {
 		t.Fatalf("chain deleted in the transaction that dropped its references")
 	}
 
-	tp.clock = tp.clock.Add(500 * time.Millisecond)
+	tp.clock.SetTime(tp.clock.Now().Add(500 * time.Millisecond))
 	tp.sync(t, w.snapshot(), false)
-	if tp.LastOperations != 0 {
+	if tp.last.operations != 0 {
 		t.Errorf("chain deleted before the delay: %v", tp.txLines())
 	}
-	tp.clock = tp.clock.Add(time.Second)
+	tp.clock.SetTime(tp.clock.Now().Add(time.Second))
 	tp.sync(t, w.snapshot(), false)
 	sameLines(t, "delayed delete", tp.txLines(), []string{"delete chain ip kube-proxy " + svc1Chain})
 	mustNotMention(t, tp.dumpLines(), svc1Chain)
@@ -127,7 +127,7 @@ func TestDeletedServiceIsRemoved(t *testing.T) {
 		"delete element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 }")
 	mustNotMention(t, tx, "svc1", "svc2")
 
-	tp.clock = tp.clock.Add(2 * time.Second)
+	tp.clock.SetTime(tp.clock.Now().Add(2 * time.Second))
 	tp.sync(t, w.snapshot(), false)
 	mustNotMention(t, tp.dumpLines(), "svc3", "172.30.0.43")
 
@@ -182,7 +182,7 @@ func TestFullSyncRestoresWhatWasRemovedBehindOurBack(t *testing.T) {
 	tp := newTestProxier(referenceParams())
 	tp.sync(t, w.snapshot(), true)
 	want := tp.dumpLines()
-	if tp.Flushed() {
+	if tp.Flushed(t.Context()) {
 		t.Fatal("Flushed right after a sync")
 	}
 
@@ -205,7 +205,7 @@ func TestFullSyncRestoresWhatWasRemovedBehindOurBack(t *testing.T) {
 	// Chains the kernel still holds unchanged are not rewritten.
 	mustNotMention(t, tp.txLines(), "add rule ip kube-proxy "+svc1Chain)
 
-	tp.clock = tp.clock.Add(2 * time.Second)
+	tp.clock.SetTime(tp.clock.Now().Add(2 * time.Second))
 	tp.sync(t, w.snapshot(), true)
 	mustNotMention(t, tp.dumpLines(), "someone-elses")
 }
@@ -223,11 +223,11 @@ func TestFlushedTableIsRebuilt(t *testing.T) {
 	if err := tp.fake.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	if !tp.Flushed() {
+	if !tp.Flushed(t.Context()) {
 		t.Fatal("Flushed did not notice the services chain was flushed")
 	}
 	tp.sync(t, w.snapshot(), true)
-	if tp.Flushed() {
+	if tp.Flushed(t.Context()) {
 		t.Error("still Flushed after a full sync")
 	}
 	sameLines(t, "rebuilt table", tp.dumpLines(), want)
@@ -241,7 +241,7 @@ func TestTableDeletedBehindOurBackIsRebuilt(t *testing.T) {
 	if err := Cleanup(tp.fake); err != nil {
 		t.Fatal(err)
 	}
-	if !tp.Flushed() {
+	if !tp.Flushed(t.Context()) {
 		t.Fatal("Flushed did not notice the table is gone")
 	}
 	tp.sync(t, w.snapshot(), true)
@@ -259,7 +259,7 @@ func TestSyncAfterFailureRebuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.remove(spn("ns1", "svc1", "p80"))
-	if err := tp.Sync(w.snapshot(), false); err == nil {
+	if err := tp.Sync(t.Context(), w.snapshot(), false); err == nil {
 		t.Fatal("partial sync into a missing table succeeded")
 	}
 	sp, eps := svc1(ep("10.180.0.1", 80, "node2"), ep("10.180.0.2", 80, "node2"))

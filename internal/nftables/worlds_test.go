@@ -46,7 +46,7 @@ func TestWorldsPartialSyncEqualsFullSync(t *testing.T) {
 			if slices.Contains(tp.txLines(), "delete table ip kube-proxy") {
 				t.Errorf("the partial sync rebuilt the table")
 			}
-			tp.clock = tp.clock.Add(2 * time.Second)
+			tp.clock.SetTime(tp.clock.Now().Add(2 * time.Second))
 			tp.sync(t, proxytest.Snapshot(tracker), false)
 
 			fresh, _ := syncWorld(t, to)

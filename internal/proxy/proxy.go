@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/conntrack"
 	"github.com/kproxy/kproxy/internal/metrics"
@@ -17,18 +18,26 @@ import (
 	"github.com/kproxy/kproxy/internal/runner"
 )
 
-// Backend programs one IP family's Services into the kernel.
+// Backend programs one IP family's Services into the kernel. The contexts it is given
+// carry the logger and end when the loop stops.
 type Backend interface {
 	Family() model.Family
 	// Sync writes the snapshot: all of it when full, else what changed.
-	Sync(snap *model.Snapshot, full bool) error
+	Sync(ctx context.Context, snap *model.Snapshot, full bool) error
 	// Flushed reports that the backend's rules were removed behind its back.
-	Flushed() bool
+	Flushed(ctx context.Context) bool
+}
+
+// Background is implemented by a Backend with work of its own between syncs (IPVS
+// mode drains removed real servers). Run runs it alongside the loop, with the loop's
+// context, and returns only after it has returned.
+type Background interface {
+	RunBackground(ctx context.Context)
 }
 
 // ConntrackCleaner deletes stale conntrack entries; *conntrack.Cleaner is one.
 type ConntrackCleaner interface {
-	Clean(f model.Family, targets []conntrack.Target) (int, error)
+	Clean(ctx context.Context, f model.Family, targets []conntrack.Target) (int, error)
 }
 
 // Options configure the loop.
@@ -48,12 +57,17 @@ type Options struct {
 	// (nodeaddr.Resolver.Resolve); backends read them from the snapshot.
 	ResolveNode func(*model.Node) map[model.Family]model.NodeParams
 	// AfterSync, if set, is called after each successful sync (health, metrics).
-	AfterSync func(snap *model.Snapshot, full bool, took time.Duration)
+	AfterSync func(ctx context.Context, snap *model.Snapshot, full bool, took time.Duration)
+	// Clock is where the loop reads the time and makes its timers; nil means the
+	// real clock.
+	Clock clock.WithTicker
 }
 
 // Proxy runs the sync loop.
 type Proxy struct {
 	opts     Options
+	clock    clock.WithTicker
+	metrics  *metrics.Metrics
 	tracker  *model.Tracker
 	backends []Backend
 	runner   *runner.Runner
@@ -73,14 +87,17 @@ type Proxy struct {
 	failing      bool      // the last sync failed: the runner retries it, watchers wait
 }
 
-// New returns the loop for the node named nodeName.
-func New(nodeName string, backends []Backend, opts Options) *Proxy {
-	p := &Proxy{opts: opts, backends: backends, needFull: true}
+// New returns the loop for the node named nodeName, which reports to m. m is the
+// loop's own: its pending-changes gauges read this loop's tracker.
+func New(nodeName string, backends []Backend, m *metrics.Metrics, opts Options) *Proxy {
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	p := &Proxy{opts: opts, clock: clk, metrics: m, backends: backends, needFull: true}
 	p.tracker = model.NewTracker(nodeName, p.queue)
-	p.runner = runner.New("sync", p.sync, opts.MinSyncPeriod, opts.SyncPeriod, opts.SyncPeriod)
-	metrics.RegisterPending(
-		func() float64 { s, _ := p.tracker.Pending(); return float64(s) },
-		func() float64 { _, e := p.tracker.Pending(); return float64(e) })
+	p.runner = runner.New("sync", p.sync, clk, opts.MinSyncPeriod, opts.SyncPeriod, opts.SyncPeriod)
+	m.SetPendingSource(p.tracker.Pending)
 	return p
 }
 
@@ -89,11 +106,11 @@ func (p *Proxy) Handler() model.Handler { return p.tracker }
 
 func (p *Proxy) queue() {
 	p.mu.Lock()
-	p.lastQueuedAt = time.Now()
+	p.lastQueuedAt = p.clock.Now()
 	if p.queuedAt.IsZero() {
 		p.queuedAt = p.lastQueuedAt
 		for _, b := range p.backends {
-			metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(b.Family().String()).Set(float64(p.queuedAt.Unix()))
+			p.metrics.SyncProxyRulesLastQueuedTimestamp.WithLabelValues(b.Family().String()).Set(float64(p.queuedAt.Unix()))
 		}
 	}
 	p.mu.Unlock()
@@ -108,22 +125,32 @@ func (p *Proxy) Status() (queuedAt, syncedAt time.Time) {
 	return p.queuedAt, p.syncedAt
 }
 
-// Run runs the loop until ctx ends. Rules stay in the kernel when it returns.
+// Run runs the loop until ctx ends, logging to ctx's logger. It returns once every
+// goroutine it started (the flush watch, the backends' background work) has ended;
+// rules stay in the kernel.
 func (p *Proxy) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	if p.opts.FlushCheckInterval > 0 {
-		go p.watchFlushes(ctx)
+		wg.Go(func() { p.watchFlushes(ctx) })
+	}
+	for _, b := range p.backends {
+		if bg, ok := b.(Background); ok {
+			wg.Go(func() { bg.RunBackground(ctx) })
+		}
 	}
 	p.runner.Run(ctx)
 }
 
 func (p *Proxy) watchFlushes(ctx context.Context) {
-	t := time.NewTicker(p.opts.FlushCheckInterval)
+	logger := klog.FromContext(ctx)
+	t := p.clock.NewTicker(p.opts.FlushCheckInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		p.mu.Lock()
 		waiting := p.forceFull || p.failing || !p.flushedAt.IsZero()
@@ -135,12 +162,12 @@ func (p *Proxy) watchFlushes(ctx context.Context) {
 			continue
 		}
 		for _, b := range p.backends {
-			if b.Flushed() {
-				klog.InfoS("Rules were flushed behind kproxy's back; restoring them", "family", b.Family())
+			if b.Flushed(ctx) {
+				logger.Info("Rules were flushed behind kproxy's back; restoring them", "family", b.Family())
 				p.mu.Lock()
 				p.forceFull = true
 				if p.flushedAt.IsZero() {
-					p.flushedAt = time.Now()
+					p.flushedAt = p.clock.Now()
 				}
 				p.mu.Unlock()
 				p.queue()
@@ -150,7 +177,7 @@ func (p *Proxy) watchFlushes(ctx context.Context) {
 	}
 }
 
-func (p *Proxy) sync() error {
+func (p *Proxy) sync(ctx context.Context) error {
 	if !p.tracker.Synced() {
 		// Never program a partial view: a restart must not drop rules the source has
 		// not delivered yet. The source's OnSynced triggers the first real sync.
@@ -164,31 +191,32 @@ func (p *Proxy) sync() error {
 	}
 	p.mu.Unlock()
 
-	start := time.Now()
+	logger := klog.FromContext(ctx)
+	start := p.clock.Now()
 	p.mu.Lock()
-	snapAt := time.Now()
+	snapAt := p.clock.Now()
 	p.mu.Unlock()
 	snap := p.tracker.Snapshot()
 	if p.opts.ResolveNode != nil {
 		snap.Nodes = p.opts.ResolveNode(snap.Node)
 	}
-	full := p.needFull || snap.NodeChanged || time.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, snap.EndpointCount)
-	metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
-	metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
+	full := p.needFull || snap.NodeChanged || p.clock.Since(p.lastFull) >= fullSyncInterval(p.opts.SyncPeriod, snap.EndpointCount)
+	p.metrics.ServiceChangesTotal.Add(float64(snap.ServiceChanges))
+	p.metrics.EndpointChangesTotal.Add(float64(snap.EndpointChanges))
 	var errs []error
 	for _, b := range p.backends {
-		bstart := time.Now()
-		if err := b.Sync(snap, full); err != nil {
+		bstart := p.clock.Now()
+		if err := b.Sync(ctx, snap, full); err != nil {
 			errs = append(errs, err)
 			if p.opts.SyncFailed != nil {
 				p.opts.SyncFailed(b.Family(), full, err)
 			}
 			continue
 		}
-		observeSync(b.Family(), full, bstart, snap.TriggerTimes)
+		p.observeSync(b.Family(), full, bstart, snap.TriggerTimes)
 	}
 	if err := errors.Join(errs...); err != nil {
-		klog.ErrorS(err, "Sync failed; the next sync rewrites every rule", "full", full)
+		logger.Error(err, "Sync failed; the next sync rewrites every rule", "full", full)
 		p.needFull = true
 		p.tracker.MarkAllChanged()
 		p.mu.Lock()
@@ -199,10 +227,10 @@ func (p *Proxy) sync() error {
 	if full {
 		p.needFull, p.lastFull = false, start
 	}
-	p.cleanConntrack(snap)
-	took := time.Since(start)
+	p.cleanConntrack(ctx, snap)
+	took := p.clock.Since(start)
 	p.mu.Lock()
-	p.syncedAt = time.Now()
+	p.syncedAt = p.clock.Now()
 	p.failing = false
 	p.queuedAt = time.Time{}
 	if p.lastQueuedAt.After(snapAt) {
@@ -214,15 +242,15 @@ func (p *Proxy) sync() error {
 	}
 	p.mu.Unlock()
 	if full && !flushedAt.IsZero() {
-		klog.InfoS("Rules restored after a flush", "sinceNoticed", p.syncedAt.Sub(flushedAt), "syncTook", took)
+		logger.Info("Rules restored after a flush", "sinceNoticed", p.syncedAt.Sub(flushedAt), "syncTook", took)
 	}
 	if p.opts.AfterSync != nil {
-		p.opts.AfterSync(snap, full, took)
+		p.opts.AfterSync(ctx, snap, full, took)
 	}
 	return nil
 }
 
-func (p *Proxy) cleanConntrack(snap *model.Snapshot) {
+func (p *Proxy) cleanConntrack(ctx context.Context, snap *model.Snapshot) {
 	if p.opts.Conntrack == nil {
 		return
 	}
@@ -231,32 +259,33 @@ func (p *Proxy) cleanConntrack(snap *model.Snapshot) {
 		if len(targets) == 0 {
 			continue
 		}
-		start := time.Now()
-		n, err := p.opts.Conntrack.Clean(b.Family(), targets)
-		metrics.ConntrackReconcilerSyncDuration.WithLabelValues(b.Family().String()).Observe(time.Since(start).Seconds())
-		metrics.ConntrackReconcilerDeletedEntriesTotal.WithLabelValues(b.Family().String()).Add(float64(n))
+		start := p.clock.Now()
+		n, err := p.opts.Conntrack.Clean(ctx, b.Family(), targets)
+		p.metrics.ConntrackReconcilerSyncDuration.WithLabelValues(b.Family().String()).Observe(p.clock.Since(start).Seconds())
+		p.metrics.ConntrackReconcilerDeletedEntriesTotal.WithLabelValues(b.Family().String()).Add(float64(n))
+		logger := klog.FromContext(ctx)
 		if err != nil {
-			klog.ErrorS(err, "Conntrack cleanup failed", "family", b.Family())
+			logger.Error(err, "Conntrack cleanup failed", "family", b.Family())
 		}
-		klog.V(2).InfoS("Deleted stale conntrack entries", "family", b.Family(), "entries", n, "targets", len(targets))
+		logger.V(2).Info("Deleted stale conntrack entries", "family", b.Family(), "entries", n, "targets", len(targets))
 	}
 }
 
 // observeSync records one family's successful sync, and the network programming latency
 // of the EndpointSlice changes it carried (from their last-change-trigger-time).
-func observeSync(f model.Family, full bool, start time.Time, triggers []time.Time) {
+func (p *Proxy) observeSync(f model.Family, full bool, start time.Time, triggers []time.Time) {
 	fam := f.String()
-	now := time.Now()
+	now := p.clock.Now()
 	took := now.Sub(start).Seconds()
-	metrics.SyncProxyRulesLatency.WithLabelValues(fam).Observe(took)
+	p.metrics.SyncProxyRulesLatency.WithLabelValues(fam).Observe(took)
 	if full {
-		metrics.SyncFullProxyRulesLatency.WithLabelValues(fam).Observe(took)
+		p.metrics.SyncFullProxyRulesLatency.WithLabelValues(fam).Observe(took)
 	} else {
-		metrics.SyncPartialProxyRulesLatency.WithLabelValues(fam).Observe(took)
+		p.metrics.SyncPartialProxyRulesLatency.WithLabelValues(fam).Observe(took)
 	}
-	metrics.SyncProxyRulesLastTimestamp.WithLabelValues(fam).Set(float64(now.Unix()))
+	p.metrics.SyncProxyRulesLastTimestamp.WithLabelValues(fam).Set(float64(now.Unix()))
 	for _, t := range triggers {
-		metrics.NetworkProgrammingLatency.WithLabelValues(fam).Observe(now.Sub(t).Seconds())
+		p.metrics.NetworkProgrammingLatency.WithLabelValues(fam).Observe(now.Sub(t).Seconds())
 	}
 }
 

@@ -1,15 +1,29 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
+
+// newMetrics is a set of metrics on a registry of the test's own.
+func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reg
+}
 
 // failingBackend fails every sync while fail is set, and records what the health
 // check would see while it runs.
@@ -19,9 +33,9 @@ type failingBackend struct {
 	duringQ []time.Time
 }
 
-func (b *failingBackend) Family() model.Family { return model.IPv4 }
-func (b *failingBackend) Flushed() bool        { return false }
-func (b *failingBackend) Sync(*model.Snapshot, bool) error {
+func (b *failingBackend) Family() model.Family         { return model.IPv4 }
+func (b *failingBackend) Flushed(context.Context) bool { return false }
+func (b *failingBackend) Sync(context.Context, *model.Snapshot, bool) error {
 	q, _ := b.status()
 	b.duringQ = append(b.duringQ, q)
 	if b.fail {
@@ -34,7 +48,8 @@ func (b *failingBackend) Sync(*model.Snapshot, bool) error {
 // the whole time, also while a retry runs; it clears once a sync succeeds.
 func TestQueuedChangeSurvivesFailedSyncs(t *testing.T) {
 	b := &failingBackend{fail: true}
-	p := New("node1", []Backend{b}, Options{MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour})
+	m, _ := newMetrics(t)
+	p := New("node1", []Backend{b}, m, Options{MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour})
 	b.status = p.Status
 	p.Handler().OnSynced()
 	p.Handler().OnServiceUpsert(&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"},
@@ -44,7 +59,7 @@ func TestQueuedChangeSurvivesFailedSyncs(t *testing.T) {
 		t.Fatal("a change is not reported as queued")
 	}
 	for i := 0; i < 3; i++ {
-		if err := p.sync(); err == nil {
+		if err := p.sync(t.Context()); err == nil {
 			t.Fatal("sync succeeded with a failing backend")
 		}
 		if q, _ := p.Status(); !q.Equal(queued) {
@@ -57,7 +72,7 @@ func TestQueuedChangeSurvivesFailedSyncs(t *testing.T) {
 		}
 	}
 	b.fail = false
-	if err := p.sync(); err != nil {
+	if err := p.sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if q, synced := p.Status(); !q.IsZero() || synced.IsZero() {

@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 // Runner calls one function on a schedule bounded by three intervals. All runs
 // happen on the goroutine that called Run, so the function never overlaps itself.
 type Runner struct {
 	name          string
-	fn            func() error
+	fn            func(context.Context) error
+	clock         clock.Clock
 	minInterval   time.Duration
 	retryInterval time.Duration
 	maxInterval   time.Duration
@@ -37,7 +39,7 @@ var ErrSkipped = errors.New("run skipped")
 // never stands in for a disabled interval: far enough away that it never fires.
 const never = 100 * 365 * 24 * time.Hour
 
-// New returns a Runner that calls fn:
+// New returns a Runner that calls fn, with the context Run was given:
 //   - once as soon as Run starts;
 //   - whenever Trigger is called, but never within minInterval of the end of the
 //     previous run: triggers in between are coalesced into one run at the earliest
@@ -45,6 +47,7 @@ const never = 100 * 365 * 24 * time.Hour
 //   - retryInterval after a run that returned an error (sooner if triggered);
 //   - at least every maxInterval.
 //
+// All times are read from clk (clock.RealClock in production, a fake in tests).
 // A retryInterval or maxInterval <= 0 disables that timer. The min interval is
 // measured from the start of one run to the start of the next, as upstream's
 // BoundedFrequencyRunner does: a change that arrives while a sync runs waits at most
@@ -52,7 +55,7 @@ const never = 100 * 365 * 24 * time.Hour
 // minInterval plus the sync's duration. A sync that takes longer than minInterval
 // is still followed by a quiet gap (a tenth of minInterval), so the loop cannot hold
 // the CPU without a break.
-func New(name string, fn func() error, minInterval, retryInterval, maxInterval time.Duration) *Runner {
+func New(name string, fn func(context.Context) error, clk clock.Clock, minInterval, retryInterval, maxInterval time.Duration) *Runner {
 	if retryInterval <= 0 {
 		retryInterval = never
 	}
@@ -62,6 +65,7 @@ func New(name string, fn func() error, minInterval, retryInterval, maxInterval t
 	return &Runner{
 		name:          name,
 		fn:            fn,
+		clock:         clk,
 		minInterval:   max(minInterval, 0),
 		retryInterval: retryInterval,
 		maxInterval:   maxInterval,
@@ -79,61 +83,71 @@ func (r *Runner) Trigger() {
 }
 
 // Run calls fn according to the schedule until ctx ends. It blocks; a run in
-// progress when ctx ends is allowed to finish.
+// progress when ctx ends is allowed to finish. It logs to ctx's logger.
 func (r *Runner) Run(ctx context.Context) {
 	r.running.Lock()
 	defer r.running.Unlock()
+	logger := klog.FromContext(ctx).WithValues("runner", r.name)
+	ctx = klog.NewContext(ctx, logger)
 
-	timer := time.NewTimer(0) // the first run happens at once
-	defer timer.Stop()
-	due := time.Now()
+	due := r.clock.Now() // the first run happens at once
 	// lastStart and lastEnd are zero until the first run: no interval to respect yet.
 	var lastStart, lastEnd time.Time
-
 	for {
-		select {
-		case <-ctx.Done():
-			klog.V(2).InfoS("Runner stopped", "runner", r.name)
+		if ctx.Err() != nil {
+			logger.V(2).Info("Runner stopped")
 			return
-
-		case <-r.triggers:
-			earliest := r.earliestAfter(lastStart, lastEnd)
-			if now := time.Now(); earliest.Before(now) {
-				earliest = now
-			}
-			if earliest.Before(due) {
-				due = earliest
-				timer.Reset(time.Until(due))
-			}
-
-		case <-timer.C:
+		}
+		now := r.clock.Now()
+		if !now.Before(due) {
 			// A trigger that arrived before this run starts is served by it.
 			select {
 			case <-r.triggers:
 			default:
 			}
-			prevStart, prevEnd := lastStart, lastEnd
-			lastStart = time.Now()
-			err := r.runOnce()
-			lastEnd = time.Now()
-			if errors.Is(err, ErrSkipped) {
-				// Not a run: the next trigger may start one at once.
-				lastStart, lastEnd = prevStart, prevEnd
-				due = time.Now().Add(r.maxInterval)
-				timer.Reset(time.Until(due))
-				continue
+			due = r.run(ctx, &lastStart, &lastEnd)
+			continue
+		}
+		// A new timer per wait: a fired or stopped one is never reused, so no stale
+		// tick can start a run early, whatever clock it comes from.
+		timer := r.clock.NewTimer(due.Sub(now))
+		select {
+		case <-ctx.Done():
+		case <-r.triggers:
+			earliest := r.earliestAfter(lastStart, lastEnd)
+			if now := r.clock.Now(); earliest.Before(now) {
+				earliest = now
 			}
-			wait := r.maxInterval
-			if err != nil {
-				wait = min(wait, r.retryInterval)
-			}
-			due = lastEnd.Add(wait)
-			if earliest := r.earliestAfter(lastStart, lastEnd); due.Before(earliest) {
+			if earliest.Before(due) {
 				due = earliest
 			}
-			timer.Reset(time.Until(due))
+		case <-timer.C():
+			// The loop compares the time with due again.
 		}
+		timer.Stop()
 	}
+}
+
+// run calls fn once, moves lastStart and lastEnd to this run (unless it was
+// skipped) and returns when the next run is due without a trigger.
+func (r *Runner) run(ctx context.Context, lastStart, lastEnd *time.Time) time.Time {
+	start := r.clock.Now()
+	err := r.runOnce(ctx)
+	end := r.clock.Now()
+	if errors.Is(err, ErrSkipped) {
+		// Not a run: the next trigger may start one at once.
+		return end.Add(r.maxInterval)
+	}
+	*lastStart, *lastEnd = start, end
+	wait := r.maxInterval
+	if err != nil {
+		wait = min(wait, r.retryInterval)
+	}
+	due := end.Add(wait)
+	if earliest := r.earliestAfter(start, end); due.Before(earliest) {
+		due = earliest
+	}
+	return due
 }
 
 // earliestAfter is the earliest start allowed after a run that started and ended at
@@ -147,22 +161,23 @@ func (r *Runner) earliestAfter(lastStart, lastEnd time.Time) time.Time {
 }
 
 // runOnce calls fn and logs how it went.
-func (r *Runner) runOnce() error {
-	start := time.Now()
-	err := r.fn()
-	elapsed := time.Since(start)
+func (r *Runner) runOnce(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	start := r.clock.Now()
+	err := r.fn(ctx)
+	elapsed := r.clock.Since(start)
 	if errors.Is(err, ErrSkipped) {
-		klog.V(4).InfoS("Run skipped", "runner", r.name)
+		logger.V(4).Info("Run skipped")
 		return err
 	}
 	if err != nil {
 		if r.retryInterval < never {
-			klog.ErrorS(err, "Run failed, will retry", "runner", r.name, "elapsed", elapsed, "retryIn", r.retryInterval)
+			logger.Error(err, "Run failed, will retry", "elapsed", elapsed, "retryIn", r.retryInterval)
 		} else {
-			klog.ErrorS(err, "Run failed, will run again when triggered", "runner", r.name, "elapsed", elapsed)
+			logger.Error(err, "Run failed, will run again when triggered", "elapsed", elapsed)
 		}
 		return err
 	}
-	klog.V(4).InfoS("Run finished", "runner", r.name, "elapsed", elapsed)
+	logger.V(4).Info("Run finished", "elapsed", elapsed)
 	return nil
 }

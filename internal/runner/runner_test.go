@@ -3,338 +3,330 @@ package runner
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
 )
 
-// recorder is a fn that records when each run started, fails on request and checks
-// that runs never overlap.
-type recorder struct {
+// Every test runs in a synctest bubble on a fake clock: the clock moves only when the
+// test steps it, and synctest.Wait returns once the runner has done everything that
+// step (or trigger) allows and is blocked again. So a test states exactly when each
+// run starts, and "no run" is a fact rather than a timeout.
+
+// t0 is the fake clock's start.
+var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// rig runs one Runner on a fake clock and records when (in fake time) each run started.
+type rig struct {
+	t   *testing.T
+	clk *testingclock.FakeClock
+	r   *Runner
+
+	// results is what the nth run (1-based) returns; the others succeed.
+	results map[int]error
+	// runTime is the fake time each run takes: fn steps the clock by it.
+	runTime time.Duration
+	// gates holds the nth run inside fn until the channel is closed.
+	gates map[int]chan struct{}
+
 	mu      sync.Mutex
 	starts  []time.Time
-	started chan time.Time // one value per run, buffered generously
-	active  atomic.Int32
-	overlap atomic.Bool
-	// failRuns lists the 1-based run numbers that return an error.
-	failRuns map[int]bool
-	// skipRuns lists the 1-based run numbers that return ErrSkipped.
-	skipRuns map[int]bool
+	active  int
+	overlap bool
+
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-func newRecorder(failRuns ...int) *recorder {
-	r := &recorder{started: make(chan time.Time, 1000), failRuns: map[int]bool{}, skipRuns: map[int]bool{}}
-	for _, n := range failRuns {
-		r.failRuns[n] = true
+func newRig(t *testing.T, minI, retryI, maxI time.Duration) *rig {
+	rg := &rig{t: t, clk: testingclock.NewFakeClock(t0), results: map[int]error{}, gates: map[int]chan struct{}{}}
+	rg.r = New(t.Name(), rg.fn, rg.clk, minI, retryI, maxI)
+	return rg
+}
+
+func (rg *rig) fn(ctx context.Context) error {
+	rg.mu.Lock()
+	rg.active++
+	rg.overlap = rg.overlap || rg.active > 1
+	rg.starts = append(rg.starts, rg.clk.Now())
+	n := len(rg.starts)
+	gate := rg.gates[n]
+	rg.mu.Unlock()
+	if gate != nil {
+		<-gate
 	}
-	return r
-}
-
-func (r *recorder) fn() error {
-	if r.active.Add(1) > 1 {
-		r.overlap.Store(true)
+	if rg.runTime > 0 {
+		rg.clk.Step(rg.runTime)
 	}
-	defer r.active.Add(-1)
-	now := time.Now()
-	r.mu.Lock()
-	r.starts = append(r.starts, now)
-	n := len(r.starts)
-	r.mu.Unlock()
-	r.started <- now
-	time.Sleep(2 * time.Millisecond) // a run takes some time, like a real sync
-	if r.failRuns[n] {
-		return errors.New("injected failure")
-	}
-	if r.skipRuns[n] {
-		return ErrSkipped
-	}
-	return nil
+	rg.mu.Lock()
+	rg.active--
+	rg.mu.Unlock()
+	return rg.results[n]
 }
 
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.starts)
-}
-
-func (r *recorder) snapshot() []time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]time.Time(nil), r.starts...)
-}
-
-// waitRun returns the start time of the next run, failing the test if none comes
-// within timeout.
-func (r *recorder) waitRun(t *testing.T, timeout time.Duration, what string) time.Time {
-	t.Helper()
-	select {
-	case at := <-r.started:
-		return at
-	case <-time.After(timeout):
-		t.Fatalf("%s: no run within %v", what, timeout)
-		return time.Time{}
-	}
-}
-
-// expectNoRun fails if a run starts within d.
-func (r *recorder) expectNoRun(t *testing.T, d time.Duration, what string) {
-	t.Helper()
-	select {
-	case at := <-r.started:
-		t.Fatalf("%s: unexpected run at %v", what, at.Format(time.StampMicro))
-	case <-time.After(d):
-	}
-}
-
-// start runs the runner until the test ends and checks fn never overlapped itself.
-func start(t *testing.T, rec *recorder, minI, retryI, maxI time.Duration) *Runner {
-	t.Helper()
-	r := New(t.Name(), rec.fn, minI, retryI, maxI)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Errorf("Run did not return after the context ended")
+// start runs the Runner until the test ends, and checks then that Run returned and fn
+// never overlapped itself.
+func (rg *rig) start() {
+	ctx, cancel := context.WithCancel(rg.t.Context())
+	rg.cancel, rg.done = cancel, make(chan struct{})
+	go func() {
+		rg.r.Run(ctx)
+		close(rg.done)
+	}()
+	rg.t.Cleanup(func() {
+		rg.cancel()
+		synctest.Wait()
+		if !rg.returned() {
+			rg.t.Errorf("Run did not return after its context ended")
 		}
-		if rec.overlap.Load() {
-			t.Errorf("fn ran concurrently with itself")
+		if rg.overlap {
+			rg.t.Errorf("fn ran concurrently with itself")
 		}
 	})
-	return r
+	synctest.Wait()
 }
 
-func TestRunsOnceAtStartThenWaits(t *testing.T) {
-	t.Parallel()
-	rec := newRecorder()
-	start(t, rec, 10*time.Millisecond, time.Hour, time.Hour)
-	rec.waitRun(t, 2*time.Second, "first run after Run starts")
-	rec.expectNoRun(t, 300*time.Millisecond, "nothing triggered")
+// step moves the fake clock and waits until the runner has reacted.
+func (rg *rig) step(d time.Duration) {
+	rg.clk.Step(d)
+	synctest.Wait()
+}
+
+// trigger calls Trigger and waits until the runner has reacted.
+func (rg *rig) trigger() {
+	rg.r.Trigger()
+	synctest.Wait()
+}
+
+func (rg *rig) returned() bool {
+	select {
+	case <-rg.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wantStarts checks the runs so far started at exactly these offsets from t0.
+func (rg *rig) wantStarts(what string, offsets ...time.Duration) {
+	rg.t.Helper()
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	want := make([]time.Time, len(offsets))
+	for i, o := range offsets {
+		want[i] = t0.Add(o)
+	}
+	if !slices.Equal(rg.starts, want) {
+		rg.t.Fatalf("%s: runs started at %v, want %v", what, rg.offsets(), offsets)
+	}
+}
+
+func (rg *rig) offsets() []time.Duration {
+	out := make([]time.Duration, len(rg.starts))
+	for i, s := range rg.starts {
+		out[i] = s.Sub(t0)
+	}
+	return out
+}
+
+func (rg *rig) count() int {
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	return len(rg.starts)
+}
+
+const ms = time.Millisecond
+
+func TestRunsOnceAtStartThenEveryMaxInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rg := newRig(t, 10*ms, time.Hour, time.Hour)
+		rg.start()
+		rg.wantStarts("at start", 0)
+		rg.step(time.Hour - ms)
+		rg.wantStarts("nothing triggered, maxInterval not over", 0)
+		rg.step(ms)
+		rg.wantStarts("maxInterval after the first run", 0, time.Hour)
+		rg.step(time.Hour)
+		rg.wantStarts("maxInterval after the second run", 0, time.Hour, 2*time.Hour)
+	})
 }
 
 func TestBurstOfTriggersIsCoalesced(t *testing.T) {
-	t.Parallel()
-	const minI = 100 * time.Millisecond
-	rec := newRecorder()
-	r := start(t, rec, minI, time.Hour, time.Hour)
-	rec.waitRun(t, 2*time.Second, "first run")
-	time.Sleep(2 * minI) // let the min interval pass so the burst may run at once
-
-	before := rec.count()
-	for range 100 {
-		r.Trigger()
-	}
-	// The burst may cause one run at once plus one for triggers that arrived while
-	// it was running; without coalescing there would be a run per min interval.
-	rec.waitRun(t, 2*time.Second, "run after the burst")
-	time.Sleep(8 * minI)
-	if got := rec.count() - before; got < 1 || got > 2 {
-		t.Fatalf("100 triggers in a burst caused %d runs, want 1 or 2", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const minI = 100 * ms
+		rg := newRig(t, minI, time.Hour, time.Hour)
+		rg.start()
+		rg.step(2 * minI) // the min interval is over: the burst may run at once
+		for range 100 {
+			rg.r.Trigger()
+		}
+		synctest.Wait()
+		// The first trigger runs at once; those that came while that run was being
+		// started are served by it or, arriving during it, by one more run a min
+		// interval later. Without coalescing there would be a run per trigger.
+		if n := rg.count(); n != 2 {
+			t.Fatalf("%d runs right after the burst, want the first run and one for the burst", n)
+		}
+		rg.step(minI)
+		rg.step(10 * minI)
+		if n := rg.count() - 1; n < 1 || n > 2 {
+			t.Fatalf("100 triggers in a burst caused %d runs, want 1 or 2", n)
+		}
+	})
 }
 
 func TestTriggersDuringRunAreServedByOneMoreRun(t *testing.T) {
-	t.Parallel()
-	const minI = 50 * time.Millisecond
-	rec := newRecorder()
-	entered, block := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	first.Store(true)
-	slow := func() error {
-		if first.Swap(false) {
-			close(entered)
-			<-block // hold the first run open while triggers arrive
+	synctest.Test(t, func(t *testing.T) {
+		const minI = 50 * ms
+		rg := newRig(t, minI, time.Hour, time.Hour)
+		rg.gates[1] = make(chan struct{})
+		rg.start() // the first run is now held inside fn
+		for range 10 {
+			rg.r.Trigger()
 		}
-		return rec.fn()
-	}
-	r := New(t.Name(), slow, minI, time.Hour, time.Hour)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
-	<-entered
-	for range 10 {
-		r.Trigger()
-	}
-	close(block)
-	rec.waitRun(t, 2*time.Second, "first run")
-	rec.waitRun(t, 2*time.Second, "the run owed to triggers that arrived during the first")
-	rec.expectNoRun(t, 6*minI, "all triggers already served")
+		close(rg.gates[1])
+		synctest.Wait()
+		rg.wantStarts("the first run is over, the min interval is not", 0)
+		rg.step(minI)
+		rg.wantStarts("the run owed to the triggers that came during the first", 0, minI)
+		rg.step(100 * minI)
+		rg.wantStarts("every trigger already served", 0, minI)
+	})
 }
 
+// Under constant triggering runs start exactly minInterval apart.
 func TestMinIntervalIsHonoured(t *testing.T) {
-	t.Parallel()
-	const minI = 120 * time.Millisecond
-	const window = 1500 * time.Millisecond
-	rec := newRecorder()
-	r := start(t, rec, minI, time.Hour, time.Hour)
-	rec.waitRun(t, 2*time.Second, "first run")
-
-	// Trigger far more often than minInterval allows.
-	deadline := time.Now().Add(window)
-	for time.Now().Before(deadline) {
-		r.Trigger()
-		time.Sleep(3 * time.Millisecond)
-	}
-	starts := rec.snapshot()
-	if len(starts) < 3 {
-		t.Fatalf("only %d runs in %v of constant triggering with minInterval %v", len(starts), window, minI)
-	}
-	for i := 1; i < len(starts); i++ {
-		if gap := starts[i].Sub(starts[i-1]); gap < minI {
-			t.Errorf("runs %d and %d started %v apart, want at least %v", i-1, i, gap, minI)
+	synctest.Test(t, func(t *testing.T) {
+		const minI = 120 * ms
+		rg := newRig(t, minI, time.Hour, time.Hour)
+		rg.start()
+		for range 500 { // 1.5s in steps of 3ms, a trigger at each
+			rg.trigger()
+			rg.step(3 * ms)
 		}
-	}
-	if most := int(window/minI) + 2; len(starts) > most {
-		t.Errorf("%d runs in %v, more than the %d minInterval %v allows", len(starts), window, most, minI)
-	}
+		var want []time.Duration
+		for at := time.Duration(0); at <= 1500*ms; at += minI {
+			want = append(want, at)
+		}
+		rg.wantStarts("constant triggering", want...)
+	})
 }
 
 func TestFailedRunIsRetried(t *testing.T) {
-	t.Parallel()
-	const retryI = 200 * time.Millisecond
-	rec := newRecorder(1) // the first run fails
-	start(t, rec, 10*time.Millisecond, retryI, time.Hour)
-	first := rec.waitRun(t, 2*time.Second, "first run")
-	retry := rec.waitRun(t, 5*time.Second, "retry after failure")
-	if gap := retry.Sub(first); gap < retryI {
-		t.Fatalf("retry came %v after the failure, before retryInterval %v", gap, retryI)
-	}
-	// The retry succeeded, so the next run is maxInterval (an hour) away.
-	rec.expectNoRun(t, 3*retryI, "after a successful retry")
+	synctest.Test(t, func(t *testing.T) {
+		const retryI = 200 * ms
+		rg := newRig(t, 10*ms, retryI, time.Hour)
+		rg.results[1] = errors.New("injected failure")
+		rg.start()
+		rg.step(retryI - ms)
+		rg.wantStarts("before retryInterval", 0)
+		rg.step(ms)
+		rg.wantStarts("retryInterval after the failure", 0, retryI)
+		// The retry succeeded, so the next run is maxInterval (an hour) away.
+		rg.step(time.Hour - ms)
+		rg.wantStarts("after a successful retry", 0, retryI)
+		rg.step(ms)
+		rg.wantStarts("maxInterval after the successful retry", 0, retryI, retryI+time.Hour)
+	})
 }
 
 func TestTriggerBeatsRetryInterval(t *testing.T) {
-	t.Parallel()
-	const minI, retryI = 50 * time.Millisecond, 30 * time.Second
-	rec := newRecorder(1)
-	r := start(t, rec, minI, retryI, time.Hour)
-	first := rec.waitRun(t, 2*time.Second, "first run")
-	r.Trigger()
-	next := rec.waitRun(t, 5*time.Second, "triggered run after a failure")
-	if gap := next.Sub(first); gap < minI {
-		t.Fatalf("triggered run came %v after the previous one, within minInterval %v", gap, minI)
-	}
-}
-
-func TestMaxIntervalTicks(t *testing.T) {
-	t.Parallel()
-	const maxI = 200 * time.Millisecond
-	rec := newRecorder()
-	start(t, rec, 10*time.Millisecond, time.Hour, maxI)
-	prev := rec.waitRun(t, 2*time.Second, "first run")
-	for i := range 3 {
-		at := rec.waitRun(t, 10*maxI, "periodic run")
-		if gap := at.Sub(prev); gap < maxI {
-			t.Fatalf("periodic run %d came %v after the previous, before maxInterval %v", i, gap, maxI)
-		}
-		prev = at
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const minI, retryI = 50 * ms, 30 * time.Second
+		rg := newRig(t, minI, retryI, time.Hour)
+		rg.results[1] = errors.New("injected failure")
+		rg.start()
+		rg.trigger()
+		rg.wantStarts("triggered within minInterval of the failed run", 0)
+		rg.step(minI)
+		rg.wantStarts("triggered run after a failure", 0, minI)
+	})
 }
 
 func TestTriggerAfterQuietPeriodRunsAtOnce(t *testing.T) {
-	t.Parallel()
-	const minI = time.Second
-	rec := newRecorder()
-	r := start(t, rec, minI, time.Hour, time.Hour)
-	rec.waitRun(t, 2*time.Second, "first run")
-	time.Sleep(minI + 200*time.Millisecond) // quiet for longer than minInterval
-
-	triggered := time.Now()
-	r.Trigger()
-	at := rec.waitRun(t, 3*time.Second, "run after trigger")
-	// Waiting for the min interval again would take a full second.
-	if lag := at.Sub(triggered); lag > minI/2 {
-		t.Fatalf("run started %v after the trigger, want well under minInterval %v", lag, minI)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const minI = time.Second
+		rg := newRig(t, minI, time.Hour, time.Hour)
+		rg.start()
+		rg.step(minI + 200*ms) // quiet for longer than minInterval
+		rg.trigger()
+		rg.wantStarts("a trigger after a quiet period", 0, minI+200*ms)
+	})
 }
 
 func TestTriggerBeforeRunIsServedByFirstRun(t *testing.T) {
-	t.Parallel()
-	rec := newRecorder()
-	r := New(t.Name(), rec.fn, 50*time.Millisecond, time.Hour, time.Hour)
-	r.Trigger()
-	r.Trigger()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
-	rec.waitRun(t, 2*time.Second, "first run")
-	rec.expectNoRun(t, 300*time.Millisecond, "triggers made before Run were served by the first run")
+	synctest.Test(t, func(t *testing.T) {
+		const minI = 50 * ms
+		rg := newRig(t, minI, time.Hour, time.Hour)
+		rg.r.Trigger()
+		rg.r.Trigger()
+		rg.start()
+		rg.step(10 * minI)
+		rg.wantStarts("triggers made before Run were served by the first run", 0)
+	})
 }
 
+// Run returns when its context ends, but only after a run in progress has finished;
+// nothing runs after it returned.
 func TestRunReturnsWhenContextEnds(t *testing.T) {
-	t.Parallel()
-	rec := newRecorder()
-	r := New(t.Name(), rec.fn, 10*time.Millisecond, 20*time.Millisecond, 20*time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	rec.waitRun(t, 2*time.Second, "first run")
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	n := rec.count()
-	r.Trigger()
-	time.Sleep(100 * time.Millisecond)
-	if got := rec.count(); got != n {
-		t.Fatalf("fn ran %d more times after Run returned", got-n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rg := newRig(t, 10*ms, 20*ms, 20*ms)
+		rg.start()
+		rg.gates[2] = make(chan struct{})
+		rg.step(20 * ms) // the second run starts and is held inside fn
+		rg.cancel()
+		synctest.Wait()
+		if rg.returned() {
+			t.Fatal("Run returned while a run was in progress")
+		}
+		close(rg.gates[2])
+		synctest.Wait()
+		if !rg.returned() {
+			t.Fatal("Run did not return after the context ended and the run finished")
+		}
+		rg.r.Trigger()
+		rg.step(time.Second)
+		rg.wantStarts("after Run returned", 0, 20*ms)
+	})
 }
 
 // The min interval runs from start to start: a sync that takes most of it does not
 // push the next one back by its own duration (the burst lag would grow by it), and
-// a sync longer than the interval is still followed by a quiet gap.
+// a sync longer than the interval is still followed by a quiet gap of a tenth of it.
 func TestMinIntervalIsMeasuredFromStartToStart(t *testing.T) {
-	t.Parallel()
-	const minI = 200 * time.Millisecond
+	const minI = 200 * ms
 	for _, tc := range []struct {
 		name    string
 		runTime time.Duration
-		// minGap and maxGap bound the time between starts under constant triggering.
-		minGap, maxGap time.Duration
+		gap     time.Duration // between starts under constant triggering
 	}{
-		{"run shorter than the interval", 120 * time.Millisecond, minI, minI + 100*time.Millisecond},
-		{"run longer than the interval", 300 * time.Millisecond, 300*time.Millisecond + minI/10, 300*time.Millisecond + minI/10 + 100*time.Millisecond},
+		{"run shorter than the interval", 120 * ms, minI},
+		{"run longer than the interval", 300 * ms, 300*ms + minI/10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			var starts []time.Time
-			fn := func() error {
-				mu.Lock()
-				starts = append(starts, time.Now())
-				mu.Unlock()
-				time.Sleep(tc.runTime)
-				return nil
-			}
-			r := New(t.Name(), fn, minI, time.Hour, time.Hour)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { r.Run(ctx); close(done) }()
-			deadline := time.Now().Add(2 * time.Second)
-			for time.Now().Before(deadline) {
-				r.Trigger()
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancel()
-			<-done
-			mu.Lock()
-			defer mu.Unlock()
-			if len(starts) < 4 {
-				t.Fatalf("only %d runs in 2s of constant triggering", len(starts))
-			}
-			// The first gap follows the initial run; the rest are steady state.
-			for i := 2; i < len(starts); i++ {
-				gap := starts[i].Sub(starts[i-1])
-				if gap < tc.minGap || gap > tc.maxGap {
-					t.Errorf("runs %d and %d started %v apart, want %v..%v", i-1, i, gap, tc.minGap, tc.maxGap)
+			synctest.Test(t, func(t *testing.T) {
+				rg := newRig(t, minI, time.Hour, time.Hour)
+				rg.runTime = tc.runTime
+				rg.start()
+				for range 400 { // 2s in steps of 5ms, a trigger at each
+					rg.trigger()
+					rg.step(5 * ms)
 				}
-			}
+				rg.mu.Lock()
+				defer rg.mu.Unlock()
+				if len(rg.starts) < 4 {
+					t.Fatalf("only %d runs in 2s of constant triggering", len(rg.starts))
+				}
+				for i := 1; i < len(rg.starts); i++ {
+					if gap := rg.starts[i].Sub(rg.starts[i-1]); gap != tc.gap {
+						t.Errorf("runs %d and %d started %v apart, want %v (starts %v)", i-1, i, gap, tc.gap, rg.offsets())
+					}
+				}
+			})
 		})
 	}
 }
@@ -342,14 +334,18 @@ func TestMinIntervalIsMeasuredFromStartToStart(t *testing.T) {
 // A skipped run (the proxy before its source synced) does not hold the next run back:
 // the trigger that follows it runs at once, not a minInterval after the skipped one.
 func TestSkippedRunDoesNotCountForMinInterval(t *testing.T) {
-	t.Parallel()
-	rec := newRecorder()
-	rec.skipRuns[1] = true
-	r := start(t, rec, time.Hour, time.Hour, time.Hour)
-	rec.waitRun(t, 2*time.Second, "the skipped first run")
-	rec.expectNoRun(t, 100*time.Millisecond, "nothing triggered after the skip")
-	r.Trigger()
-	rec.waitRun(t, 2*time.Second, "the trigger after a skipped run")
-	r.Trigger()
-	rec.expectNoRun(t, 300*time.Millisecond, "a trigger within minInterval of a real run")
+	synctest.Test(t, func(t *testing.T) {
+		rg := newRig(t, time.Hour, time.Hour, 2*time.Hour)
+		rg.results[1] = ErrSkipped
+		rg.start()
+		rg.step(time.Minute)
+		rg.wantStarts("nothing triggered after the skip", 0)
+		rg.trigger()
+		rg.wantStarts("the trigger after a skipped run", 0, time.Minute)
+		rg.trigger()
+		rg.step(time.Hour - ms)
+		rg.wantStarts("a trigger within minInterval of a real run", 0, time.Minute)
+		rg.step(ms)
+		rg.wantStarts("the trigger, minInterval after the real run", 0, time.Minute, time.Hour+time.Minute)
+	})
 }

@@ -36,7 +36,7 @@ func (a *addrManager) nlFamily() int {
 // ensureLink returns the kproxy interface, creating it if needed: a dummy device
 // where the kernel has the dummy driver, else a veth pair whose peer is unused (both
 // are plain local interfaces; the veth is the fallback for kernels built without dummy).
-func (a *addrManager) ensureLink() (netlink.Link, error) {
+func (a *addrManager) ensureLink(logger klog.Logger) (netlink.Link, error) {
 	link, err := netlink.LinkByName(a.link)
 	if err == nil {
 		if link.Attrs().Flags&net.FlagUp == 0 {
@@ -55,7 +55,7 @@ func (a *addrManager) ensureLink() (netlink.Link, error) {
 		if verr := netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: peer}); verr != nil {
 			return nil, fmt.Errorf("create interface %s: as dummy: %v; as veth: %w", a.link, derr, verr)
 		}
-		klog.InfoS("No dummy driver; holding Service addresses on a veth pair", "interface", a.link, "peer", peer)
+		logger.Info("No dummy driver; holding Service addresses on a veth pair", "interface", a.link, "peer", peer)
 		if p, err := netlink.LinkByName(peer); err == nil {
 			if err := netlink.LinkSetUp(p); err != nil {
 				return nil, fmt.Errorf("set interface %s up: %w", peer, err)
@@ -106,7 +106,7 @@ func (a *addrManager) nodeAddrs(link netlink.Link) (map[netip.Addr]struct{}, err
 }
 
 // add puts every wanted address that is not there yet on the interface.
-func (a *addrManager) add(link netlink.Link, want map[netip.Addr]struct{}) error {
+func (a *addrManager) add(logger klog.Logger, link netlink.Link, want map[netip.Addr]struct{}) error {
 	have, err := a.held(link)
 	if err != nil {
 		return err
@@ -120,13 +120,13 @@ func (a *addrManager) add(link netlink.Link, want map[netip.Addr]struct{}) error
 			errs = append(errs, fmt.Errorf("add Service address %s to %s: %w", ip, a.link, err))
 			continue
 		}
-		klog.V(2).InfoS("Added Service address", "address", ip, "interface", a.link)
+		logger.V(2).Info("Added Service address", "address", ip, "interface", a.link)
 	}
 	return errors.Join(errs...)
 }
 
 // removeExcept deletes the family's addresses that are not wanted any more.
-func (a *addrManager) removeExcept(link netlink.Link, want map[netip.Addr]struct{}) error {
+func (a *addrManager) removeExcept(logger klog.Logger, link netlink.Link, want map[netip.Addr]struct{}) error {
 	have, err := a.held(link)
 	if err != nil {
 		return err
@@ -140,7 +140,7 @@ func (a *addrManager) removeExcept(link netlink.Link, want map[netip.Addr]struct
 			errs = append(errs, fmt.Errorf("remove Service address %s from %s: %w", ip, a.link, err))
 			continue
 		}
-		klog.V(2).InfoS("Removed Service address", "address", ip, "interface", a.link)
+		logger.V(2).Info("Removed Service address", "address", ip, "interface", a.link)
 	}
 	return errors.Join(errs...)
 }

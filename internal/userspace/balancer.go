@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // balancer picks the endpoint for each new connection or UDP flow of one ServicePort:
@@ -23,7 +25,8 @@ type balancer struct {
 	affinity map[netip.Addr]affinityEntry
 	// lastExpiry bounds how often a large affinity map is swept.
 	lastExpiry time.Time
-	now        func() time.Time
+	// clock times the affinity entries.
+	clock clock.PassiveClock
 }
 
 type affinityEntry struct {
@@ -39,11 +42,8 @@ const (
 	localSet
 )
 
-func newBalancer(now func() time.Time) *balancer {
-	if now == nil {
-		now = time.Now
-	}
-	return &balancer{affinity: map[netip.Addr]affinityEntry{}, now: now}
+func newBalancer(clk clock.PassiveClock) *balancer {
+	return &balancer{affinity: map[netip.Addr]affinityEntry{}, clock: clk}
 }
 
 // update installs new endpoint sets and affinity timeout. It reports whether anything
@@ -85,7 +85,7 @@ func (b *balancer) pick(set policySet, client netip.Addr, skip []netip.AddrPort)
 	if set == localSet {
 		eps, next = b.local, &b.nextLocal
 	}
-	now := b.now()
+	now := b.clock.Now()
 	if b.sticky > 0 {
 		if e, ok := b.affinity[client]; ok && now.Sub(e.lastUsed) < b.sticky &&
 			slices.Contains(eps, e.endpoint) && !slices.Contains(skip, e.endpoint) {

@@ -4,6 +4,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 func eps(ss ...string) []netip.AddrPort {
@@ -17,7 +20,7 @@ func eps(ss ...string) []netip.AddrPort {
 var clientA, clientB = netip.MustParseAddr("10.244.1.11"), netip.MustParseAddr("10.244.1.12")
 
 func TestRoundRobinVisitsEveryEndpointInTurn(t *testing.T) {
-	b := newBalancer(nil)
+	b := newBalancer(clock.RealClock{})
 	b.update(eps("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), nil, 0)
 	count := map[netip.AddrPort]int{}
 	var order []netip.AddrPort
@@ -47,7 +50,7 @@ func TestRoundRobinVisitsEveryEndpointInTurn(t *testing.T) {
 }
 
 func TestPickSkipsFailedEndpoints(t *testing.T) {
-	b := newBalancer(nil)
+	b := newBalancer(clock.RealClock{})
 	b.update(eps("10.0.0.1:80", "10.0.0.2:80"), nil, 0)
 	skip := eps("10.0.0.1:80")
 	for range 4 {
@@ -61,12 +64,12 @@ func TestPickSkipsFailedEndpoints(t *testing.T) {
 }
 
 func TestAffinityHoldsUntilTimeout(t *testing.T) {
-	now := time.Unix(1000, 0)
-	b := newBalancer(func() time.Time { return now })
+	clk := testingclock.NewFakePassiveClock(time.Unix(1000, 0))
+	b := newBalancer(clk)
 	b.update(eps("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), nil, 10*time.Second)
 	first, _ := b.pick(clusterSet, clientA, nil)
 	for range 5 {
-		now = now.Add(9 * time.Second) // each use refreshes the entry
+		clk.SetTime(clk.Now().Add(9 * time.Second)) // each use refreshes the entry
 		if ep, _ := b.pick(clusterSet, clientA, nil); ep != first {
 			t.Fatalf("client A moved from %s to %s within the affinity timeout", first, ep)
 		}
@@ -76,10 +79,10 @@ func TestAffinityHoldsUntilTimeout(t *testing.T) {
 		t.Errorf("client B got A's endpoint %s; round robin should have moved on", ep)
 	}
 	// After the timeout without use, A is balanced afresh.
-	now = now.Add(11 * time.Second)
+	clk.SetTime(clk.Now().Add(11 * time.Second))
 	seen := map[netip.AddrPort]bool{}
 	for range 3 {
-		now = now.Add(11 * time.Second)
+		clk.SetTime(clk.Now().Add(11 * time.Second))
 		ep, _ := b.pick(clusterSet, clientA, nil)
 		seen[ep] = true
 	}
@@ -89,8 +92,8 @@ func TestAffinityHoldsUntilTimeout(t *testing.T) {
 }
 
 func TestEndpointChangeRebalancesStickyClient(t *testing.T) {
-	now := time.Unix(1000, 0)
-	b := newBalancer(func() time.Time { return now })
+	clk := testingclock.NewFakePassiveClock(time.Unix(1000, 0))
+	b := newBalancer(clk)
 	b.update(eps("10.0.0.1:80", "10.0.0.2:80"), nil, time.Hour)
 	first, _ := b.pick(clusterSet, clientA, nil)
 	var other netip.AddrPort

@@ -2,7 +2,6 @@ package userspace
 
 import (
 	"errors"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -25,7 +24,6 @@ type listenerManager struct {
 	env       *relayEnv
 	listeners map[listenerKey]listener
 	balancers map[model.ServicePortName]*balancer
-	now       func() time.Time
 }
 
 func newListenerManager(env *relayEnv) *listenerManager {
@@ -33,13 +31,14 @@ func newListenerManager(env *relayEnv) *listenerManager {
 }
 
 // apply makes the running state match p. Listeners that cannot start are reported
-// (joined) and retried at the next apply; everything else is applied regardless.
-func (m *listenerManager) apply(p *plan) error {
+// (joined) and retried at the next apply; everything else is applied regardless. The
+// listeners it starts log to logger.
+func (m *listenerManager) apply(logger klog.Logger, p *plan) error {
 	changed := map[model.ServicePortName]bool{}
 	for name, sets := range p.balancers {
 		b, ok := m.balancers[name]
 		if !ok {
-			b = newBalancer(m.now)
+			b = newBalancer(m.env.clock)
 			m.balancers[name] = b
 		}
 		if b.update(sets.cluster, sets.local, sets.sticky) {
@@ -50,7 +49,7 @@ func (m *listenerManager) apply(p *plan) error {
 		if _, keep := p.listeners[k]; !keep {
 			l.stop()
 			delete(m.listeners, k)
-			klog.V(2).InfoS("Stopped listener", "listener", k)
+			logger.V(2).Info("Stopped listener", "listener", k)
 		}
 	}
 	var errs []error
@@ -63,13 +62,13 @@ func (m *listenerManager) apply(p *plan) error {
 			}
 			continue
 		}
-		l, err := m.start(k, r)
+		l, err := m.start(logger, k, r)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		m.listeners[k] = l
-		klog.V(2).InfoS("Started listener", "listener", k, "servicePort", spec.service)
+		logger.V(2).Info("Started listener", "listener", k, "servicePort", spec.service)
 	}
 	for name := range m.balancers {
 		if _, keep := p.balancers[name]; !keep {
@@ -79,11 +78,11 @@ func (m *listenerManager) apply(p *plan) error {
 	return errors.Join(errs...)
 }
 
-func (m *listenerManager) start(k listenerKey, r *route) (listener, error) {
+func (m *listenerManager) start(logger klog.Logger, k listenerKey, r *route) (listener, error) {
 	if k.proto == v1.ProtocolUDP {
-		return startUDP(k, m.env, r)
+		return startUDP(logger, k, m.env, r)
 	}
-	return startTCP(k, m.env, r)
+	return startTCP(logger, k, m.env, r)
 }
 
 // stopAll stops every listener (tests, and shutdown of a test proxier).

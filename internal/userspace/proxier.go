@@ -10,6 +10,7 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -56,6 +58,8 @@ type Proxier struct {
 	env       *relayEnv
 	addrs     *addrManager
 	listeners *listenerManager
+	// applying serialises Sync and Stop, which both change the listeners.
+	applying sync.Mutex
 
 	mu sync.Mutex
 	// held is what the last sync put on the interface, for Flushed.
@@ -88,6 +92,7 @@ func NewProxier(p Params) *Proxier {
 		udpIdle:      p.UDPIdleTimeout,
 		maxUDPFlows:  p.MaxUDPFlows,
 		clusterCIDRs: p.ClusterCIDRs,
+		clock:        clock.RealClock{},
 	}
 	return &Proxier{
 		params:    p,
@@ -103,8 +108,12 @@ func (p *Proxier) Family() model.Family { return p.params.Family }
 // Sync is part of proxy.Backend. Every sync plans from the whole snapshot (the plan is
 // cheap next to a netlink round trip) and applies only the differences: addresses are
 // added before listeners bind them and removed after the listeners on them stopped.
-func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
-	link, err := p.addrs.ensureLink()
+// It, and the listeners it starts, log to ctx's logger.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) error {
+	p.applying.Lock()
+	defer p.applying.Unlock()
+	logger := klog.FromContext(ctx)
+	link, err := p.addrs.ensureLink(logger)
 	if err != nil {
 		return fmt.Errorf("userspace %s: %w", p.params.Family, err)
 	}
@@ -129,19 +138,19 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 		}
 	}
 	var errs []error
-	if err := p.addrs.add(link, want); err != nil {
+	if err := p.addrs.add(logger, link, want); err != nil {
 		errs = append(errs, err)
 	}
-	if err := p.listeners.apply(pl); err != nil {
+	if err := p.listeners.apply(logger, pl); err != nil {
 		errs = append(errs, err)
 	}
-	if err := p.addrs.removeExcept(link, want); err != nil {
+	if err := p.addrs.removeExcept(logger, link, want); err != nil {
 		errs = append(errs, err)
 	}
 	p.mu.Lock()
 	p.held, p.synced = want, true
 	p.mu.Unlock()
-	klog.V(3).InfoS("Userspace sync done", "family", p.params.Family, "full", full, "listeners", len(pl.listeners), "addresses", len(want))
+	logger.V(3).Info("Userspace sync done", "family", p.params.Family, "full", full, "listeners", len(pl.listeners), "addresses", len(want))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("userspace %s: %w", p.params.Family, err)
 	}
@@ -150,7 +159,7 @@ func (p *Proxier) Sync(snap *model.Snapshot, full bool) error {
 
 // Flushed is part of proxy.Backend: it reports the interface or one of the Service
 // addresses gone behind kproxy's back (the next sync restores them).
-func (p *Proxier) Flushed() bool {
+func (p *Proxier) Flushed(context.Context) bool {
 	p.mu.Lock()
 	held, synced := p.held, p.synced
 	p.mu.Unlock()
@@ -173,6 +182,17 @@ func (p *Proxier) Flushed() bool {
 	return false
 }
 
-// Stop closes every listener and relayed connection; the addresses stay (Cleanup
-// removes them). kproxy itself never needs it: its sockets die with the process.
-func (p *Proxier) Stop() { p.listeners.stopAll() }
+// Stop closes every listener and relayed connection and returns once their
+// goroutines have ended; the addresses stay (Cleanup removes them).
+func (p *Proxier) Stop() {
+	p.applying.Lock()
+	defer p.applying.Unlock()
+	p.listeners.stopAll()
+}
+
+// RunBackground is part of proxy.Background: the listeners and their relays, started
+// by the syncs, live until ctx ends, and are then stopped.
+func (p *Proxier) RunBackground(ctx context.Context) {
+	<-ctx.Done()
+	p.Stop()
+}

@@ -1,11 +1,13 @@
 package userspace
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -60,7 +62,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	}
 	p := NewProxier(Params{Family: model.IPv4, Interface: "kptest0"})
 	defer p.Stop()
-	if err := p.Sync(snap, true); err != nil {
+	if err := p.Sync(t.Context(), snap, true); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, greeting := dialGreeting(t, "10.96.0.10:80")
@@ -68,7 +70,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	if greeting != "pod" {
 		t.Errorf("through the ClusterIP: %q, want pod", greeting)
 	}
-	if p.Flushed() {
+	if p.Flushed(t.Context()) {
 		t.Errorf("Flushed right after a sync")
 	}
 
@@ -80,10 +82,10 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	if err := netlink.AddrDel(link, hostAddr(netip.MustParseAddr("10.96.0.10"))); err != nil {
 		t.Fatal(err)
 	}
-	if !p.Flushed() {
+	if !p.Flushed(t.Context()) {
 		t.Errorf("Flushed = false with the ClusterIP removed")
 	}
-	if err := p.Sync(snap, true); err != nil {
+	if err := p.Sync(t.Context(), snap, true); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, _ = dialGreeting(t, "10.96.0.10:80")
@@ -91,7 +93,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 
 	// No endpoints: the address stays and the port is refused.
 	snap.Endpoints[name] = nil
-	if err := p.Sync(snap, false); err != nil {
+	if err := p.Sync(t.Context(), snap, false); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
@@ -104,7 +106,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 
 	// The Service goes: so does its address.
 	delete(snap.Services, name)
-	if err := p.Sync(snap, false); err != nil {
+	if err := p.Sync(t.Context(), snap, false); err != nil {
 		t.Fatalf("sync: %v", err)
 	}
 	if have, _ := p.addrs.held(link); len(have) != 0 {
@@ -119,5 +121,49 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 	}
 	if err := Cleanup("kptest0"); err != nil {
 		t.Errorf("second cleanup: %v", err)
+	}
+}
+
+// The listeners and relays a sync starts live until the context of RunBackground (the
+// proxy loop's) ends: then they are closed, and RunBackground returns only after
+// every relay goroutine has.
+func TestListenersEndWithTheLoopContext(t *testing.T) {
+	backend := tcpBackend(t, "pod")
+	inNewNetns(t)
+	name := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: "http", Protocol: v1.ProtocolTCP}
+	sp := &model.ServicePort{Name: name, ClusterIPs: addrs("10.96.0.10"), Port: 80, Protocol: v1.ProtocolTCP}
+	snap := &model.Snapshot{
+		Services:  map[model.ServicePortName]*model.ServicePort{name: sp},
+		Endpoints: map[model.ServicePortName][]*model.Endpoint{name: {{IP: backend.Addr(), Port: int32(backend.Port()), Ready: true, Serving: true}}},
+	}
+	p := NewProxier(Params{Family: model.IPv4, Interface: "kptest0"})
+	t.Cleanup(func() { _ = Cleanup("kptest0") })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		p.RunBackground(ctx)
+		close(done)
+	}()
+	if err := p.Sync(ctx, snap, true); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	conn, _, greeting := dialGreeting(t, "10.96.0.10:80") // a relayed connection stays open
+	defer conn.Close()
+	if greeting != "pod" {
+		t.Fatalf("through the ClusterIP: %q, want pod", greeting)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunBackground did not return after its context ended")
+	}
+	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after the loop's context ended")
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("the relayed connection is still open after the loop's context ended")
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -67,7 +69,7 @@ func udpBackend(t *testing.T, name string) netip.AddrPort {
 }
 
 func testEnv() *relayEnv {
-	return &relayEnv{family: model.IPv4, dialTimeout: time.Second, dialAttempts: 3, udpIdle: 300 * time.Millisecond, maxUDPFlows: 2}
+	return &relayEnv{family: model.IPv4, dialTimeout: time.Second, dialAttempts: 3, udpIdle: 300 * time.Millisecond, maxUDPFlows: 2, clock: clock.RealClock{}}
 }
 
 var svcName = model.ServicePortName{Port: "p", Protocol: v1.ProtocolTCP}
@@ -89,10 +91,10 @@ func dialGreeting(t *testing.T, addr string) (net.Conn, *bufio.Reader, string) {
 
 func TestTCPRelayRoundRobinAndEndpointChange(t *testing.T) {
 	a, b, c := tcpBackend(t, "a"), tcpBackend(t, "b"), tcpBackend(t, "c")
-	bal := newBalancer(nil)
+	bal := newBalancer(clock.RealClock{})
 	bal.update([]netip.AddrPort{a, b}, nil, 0)
 	key := listenerKey{proto: v1.ProtocolTCP, addr: netip.MustParseAddrPort("127.0.0.1:0")}
-	l, err := startTCP(key, testEnv(), &route{spec: listenerSpec{service: svcName}, bal: bal})
+	l, err := startTCP(klog.Background(), key, testEnv(), &route{spec: listenerSpec{service: svcName}, bal: bal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,10 +144,10 @@ func TestTCPRelayTriesNextEndpointAndResetsWhenNoneAnswers(t *testing.T) {
 	probe, _ := net.Listen("tcp4", "127.0.0.1:0")
 	dead := probe.Addr().(*net.TCPAddr).AddrPort()
 	probe.Close()
-	bal := newBalancer(nil)
+	bal := newBalancer(clock.RealClock{})
 	bal.update([]netip.AddrPort{dead, good}, nil, 0)
 	key := listenerKey{proto: v1.ProtocolTCP, addr: netip.MustParseAddrPort("127.0.0.1:0")}
-	l, err := startTCP(key, testEnv(), &route{spec: listenerSpec{service: svcName}, bal: bal})
+	l, err := startTCP(klog.Background(), key, testEnv(), &route{spec: listenerSpec{service: svcName}, bal: bal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +189,11 @@ func udpExchange(t *testing.T, c *net.UDPConn, msg string) string {
 
 func TestUDPFlowsStickIdleOutAndFollowEndpointChanges(t *testing.T) {
 	a, b := udpBackend(t, "a"), udpBackend(t, "b")
-	bal := newBalancer(nil)
+	bal := newBalancer(clock.RealClock{})
 	bal.update([]netip.AddrPort{a, b}, nil, 0)
 	key := listenerKey{proto: v1.ProtocolUDP, addr: netip.MustParseAddrPort("127.0.0.1:0")}
 	env := testEnv()
-	l, err := startUDP(key, env, &route{spec: listenerSpec{service: svcName}, bal: bal})
+	l, err := startUDP(klog.Background(), key, env, &route{spec: listenerSpec{service: svcName}, bal: bal})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/utils/clock"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -56,6 +57,8 @@ type relayEnv struct {
 	clusterCIDRs []netip.Prefix
 	// nodeAddrs is the node's own addresses, refreshed at every sync.
 	nodeAddrs atomic.Pointer[map[netip.Addr]struct{}]
+	// clock times session affinity.
+	clock clock.PassiveClock
 }
 
 // isInternalClient reports whether a client is a pod (inside a cluster CIDR) or the

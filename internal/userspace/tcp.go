@@ -18,10 +18,11 @@ import (
 // an endpoint. Each connection costs two goroutines, one per direction; io.Copy
 // between two *net.TCPConn uses splice(2), so payload does not pass through user memory.
 type tcpListener struct {
-	key   listenerKey
-	env   *relayEnv
-	ln    *net.TCPListener
-	route atomic.Pointer[route]
+	key    listenerKey
+	env    *relayEnv
+	logger klog.Logger
+	ln     *net.TCPListener
+	route  atomic.Pointer[route]
 
 	mu     sync.Mutex
 	conns  map[*net.TCPConn]struct{}
@@ -29,13 +30,13 @@ type tcpListener struct {
 	wg     sync.WaitGroup
 }
 
-func startTCP(key listenerKey, env *relayEnv, r *route) (*tcpListener, error) {
+func startTCP(logger klog.Logger, key listenerKey, env *relayEnv, r *route) (*tcpListener, error) {
 	lc := net.ListenConfig{Control: listenControl(env.family, false)}
 	ln, err := lc.Listen(context.Background(), env.network("tcp"), key.addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for %s: %w", key, r.spec.service, err)
 	}
-	l := &tcpListener{key: key, env: env, ln: ln.(*net.TCPListener), conns: map[*net.TCPConn]struct{}{}}
+	l := &tcpListener{key: key, env: env, logger: logger, ln: ln.(*net.TCPListener), conns: map[*net.TCPConn]struct{}{}}
 	l.route.Store(r)
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -68,7 +69,7 @@ func (l *tcpListener) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			klog.V(2).InfoS("Accept failed; retrying", "listener", l.key, "err", err)
+			l.logger.V(2).Info("Accept failed; retrying", "listener", l.key, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -137,7 +138,7 @@ func (l *tcpListener) dial(r *route, from netip.Addr) *net.TCPConn {
 		if err == nil {
 			return c.(*net.TCPConn)
 		}
-		klog.V(2).InfoS("Endpoint did not accept; trying another", "servicePort", r.spec.service, "endpoint", ep, "err", err)
+		l.logger.V(2).Info("Endpoint did not accept; trying another", "servicePort", r.spec.service, "endpoint", ep, "err", err)
 		tried = append(tried, ep)
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 type udpListener struct {
 	key      listenerKey
 	env      *relayEnv
+	logger   klog.Logger
 	conn     *net.UDPConn
 	wildcard bool // bound to 0.0.0.0 or ::: replies must name their source address
 	route    atomic.Pointer[route]
@@ -48,14 +49,14 @@ type udpFlow struct {
 	lastActive atomic.Int64
 }
 
-func startUDP(key listenerKey, env *relayEnv, r *route) (*udpListener, error) {
+func startUDP(logger klog.Logger, key listenerKey, env *relayEnv, r *route) (*udpListener, error) {
 	wildcard := key.addr.Addr().IsUnspecified()
 	lc := net.ListenConfig{Control: listenControl(env.family, wildcard)}
 	pc, err := lc.ListenPacket(context.Background(), env.network("udp"), key.addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for %s: %w", key, r.spec.service, err)
 	}
-	l := &udpListener{key: key, env: env, conn: pc.(*net.UDPConn), wildcard: wildcard, flows: map[flowKey]*udpFlow{}}
+	l := &udpListener{key: key, env: env, logger: logger, conn: pc.(*net.UDPConn), wildcard: wildcard, flows: map[flowKey]*udpFlow{}}
 	l.route.Store(r)
 	l.wg.Add(1)
 	go l.readLoop()
@@ -107,7 +108,7 @@ func (l *udpListener) readLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			klog.V(4).InfoS("UDP read failed", "listener", l.key, "err", err)
+			l.logger.V(4).Info("UDP read failed", "listener", l.key, "err", err)
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
@@ -123,7 +124,7 @@ func (l *udpListener) readLoop() {
 		}
 		f.lastActive.Store(time.Now().UnixNano())
 		if _, err := f.up.Write(buf[:n]); err != nil {
-			klog.V(4).InfoS("UDP send to endpoint failed", "listener", l.key, "endpoint", f.endpoint, "err", err)
+			l.logger.V(4).Info("UDP send to endpoint failed", "listener", l.key, "endpoint", f.endpoint, "err", err)
 		}
 	}
 }
@@ -141,7 +142,7 @@ func (l *udpListener) flowFor(k flowKey) *udpFlow {
 	}
 	if len(l.flows) >= l.env.maxUDPFlows {
 		if l.dropped.Add(1)%1000 == 1 {
-			klog.InfoS("UDP flow table full; dropping datagrams of new flows", "listener", l.key, "flows", len(l.flows), "dropped", l.dropped.Load())
+			l.logger.Info("UDP flow table full; dropping datagrams of new flows", "listener", l.key, "flows", len(l.flows), "dropped", l.dropped.Load())
 		}
 		return nil
 	}
@@ -155,7 +156,7 @@ func (l *udpListener) flowFor(k flowKey) *udpFlow {
 	}
 	up, err := net.DialUDP(l.env.network("udp"), nil, net.UDPAddrFromAddrPort(ep))
 	if err != nil {
-		klog.V(2).InfoS("Cannot open a UDP flow to the endpoint", "servicePort", r.spec.service, "endpoint", ep, "err", err)
+		l.logger.V(2).Info("Cannot open a UDP flow to the endpoint", "servicePort", r.spec.service, "endpoint", ep, "err", err)
 		return nil
 	}
 	f := &udpFlow{key: k, endpoint: ep, up: up}
@@ -189,13 +190,13 @@ func (l *udpListener) replyLoop(f *udpFlow) {
 				continue // re-check: the client may have sent meanwhile
 			}
 			if errors.Is(err, syscall.ECONNREFUSED) {
-				klog.V(4).InfoS("Endpoint refused a UDP flow; closing it", "listener", l.key, "endpoint", f.endpoint)
+				l.logger.V(4).Info("Endpoint refused a UDP flow; closing it", "listener", l.key, "endpoint", f.endpoint)
 			}
 			return
 		}
 		f.lastActive.Store(time.Now().UnixNano())
 		if _, _, err := l.conn.WriteMsgUDPAddrPort(buf[:n], oob, f.key.client); err != nil {
-			klog.V(4).InfoS("UDP reply to client failed", "listener", l.key, "client", f.key.client, "err", err)
+			l.logger.V(4).Info("UDP reply to client failed", "listener", l.key, "client", f.key.client, "err", err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
@@ -101,16 +102,21 @@ func (s *Source) Run(ctx context.Context) error {
 		regs = append(regs, reg.HasSynced)
 	}
 
-	klog.InfoS("Watching the API server", "server", s.host, "node", s.opts.NodeName, "resync", resync)
-	go services.Run(ctx.Done())
-	go slices.Run(ctx.Done())
-	go nodes.Run(ctx.Done())
+	logger := klog.FromContext(ctx)
+	logger.Info("Watching the API server", "server", s.host, "node", s.opts.NodeName, "resync", resync)
+	// The informers stop when ctx ends; Run returns only after they have, so no
+	// handler is called once it returned.
+	var informers sync.WaitGroup
+	defer informers.Wait()
+	for _, inf := range []cache.SharedIndexInformer{services, slices, nodes} {
+		informers.Go(func() { inf.Run(ctx.Done()) })
+	}
 
 	if !cache.WaitForNamedCacheSync("kproxy", ctx.Done(), regs...) {
 		return nil // ctx ended before the first sync: the kernel was never touched
 	}
 	s.synced.Store(true)
-	klog.InfoS("Initial Services, EndpointSlices and Node received from the API server", "server", s.host)
+	logger.Info("Initial Services, EndpointSlices and Node received from the API server", "server", s.host)
 	s.handler.OnSynced()
 	<-ctx.Done()
 	return nil

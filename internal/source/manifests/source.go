@@ -110,9 +110,10 @@ func (s *Source) Errors() []error {
 
 // Run loads Dir, calls OnSynced after the first complete load, then follows changes
 // until ctx ends. It returns an error only when the directory cannot be read or
-// watched at start.
+// watched at start. It logs to ctx's logger.
 func (s *Source) Run(ctx context.Context) error {
 	defer s.Close()
+	logger := klog.FromContext(ctx)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
@@ -149,31 +150,31 @@ func (s *Source) Run(ctx context.Context) error {
 				return fmt.Errorf("watch on manifests directory %s ended", s.opts.Dir)
 			}
 			// An overflow loses events; the stat comparison of a full pass finds them.
-			klog.ErrorS(err, "Watching the manifests directory", "dir", s.opts.Dir)
+			logger.Error(err, "Watching the manifests directory", "dir", s.opts.Dir)
 			if fire == nil {
 				fire = time.After(debounce)
 			}
 		case <-fire:
 			fire = nil
-			s.pass(pending)
+			s.pass(logger, pending)
 			pending = map[string]bool{}
 		case <-ticker.C:
-			s.pass(nil)
+			s.pass(logger, nil)
 		}
 	}
 }
 
 // pass reads what changed and delivers the differences.
-func (s *Source) pass(force map[string]bool) {
+func (s *Source) pass(logger klog.Logger, force map[string]bool) {
 	start := time.Now()
 	if err := s.scan(force); err != nil {
-		klog.ErrorS(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
+		logger.Error(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
 		return
 	}
 	s.reconcile()
 	if took := time.Since(start); took > time.Second {
-		klog.InfoS("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
+		logger.Info("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	} else {
-		klog.V(4).InfoS("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
+		logger.V(4).Info("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	}
 }
