@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/kproxy/kproxy/internal/model"
@@ -230,5 +231,11 @@ func TestNoLocalEndpointsCount(t *testing.T) {
 	tp.sync(t, w.snapshot(), false)
 	if i, e := tp.state.noLocalEndpoints(); i != 1 || e != 0 {
 		t.Errorf("after a local endpoint came: internal %d, external %d; want 1 and 0", i, e)
+	}
+	metric := func(policy string) float64 {
+		return testutil.ToFloat64(tp.metrics.NoLocalEndpointsTotal.WithLabelValues(policy, "IPv4"))
+	}
+	if metric("internal") != 1 || metric("external") != 0 {
+		t.Errorf("sync_proxy_rules_no_local_endpoints_total: internal %v, external %v; want 1 and 0", metric("internal"), metric("external"))
 	}
 }
