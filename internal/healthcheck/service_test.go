@@ -19,7 +19,7 @@ func freePort(t *testing.T) int32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return int32(ln.Addr().(*net.TCPAddr).Port)
 }
 
@@ -42,7 +42,7 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var b serviceBody
 		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
 			t.Fatal(err)
@@ -61,7 +61,8 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 	}
 	// The Service goes away: the port closes.
 	h.Sync(&model.Snapshot{})
-	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		_ = resp.Body.Close()
 		t.Errorf("health check port still open after the Service was removed")
 	}
 }
@@ -88,7 +89,7 @@ func TestServiceHealthFollowsNodeAddresses(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == 200
 	}
 	for _, step := range []struct{ node, other string }{

@@ -5,37 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 
 	"k8s.io/klog/v2"
 
 	"github.com/kproxy/kproxy/internal/model"
 )
-
-// ensureJumps inserts each missing jump rule, in reverse so they end up in order.
-func ensureJumps(r IPTables) error {
-	for i := len(jumps) - 1; i >= 0; i-- {
-		j := jumps[i]
-		err := r.Run(append([]string{"-t", j.table, "-C", j.chain}, j.args...)...)
-		if err == nil {
-			continue
-		}
-		if !isExit1(err) {
-			return err
-		}
-		if err := r.Run(append([]string{"-t", j.table, "-I", j.chain}, j.args...)...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// isExit1 tells "no such rule or chain" (status 1) from real failures.
-func isExit1(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee) && ee.ExitCode() == 1
-}
 
 // ipvsOnlyChains are the chains only this mode uses; the others (KUBE-SERVICES,
 // KUBE-POSTROUTING, ...) share their names with iptables mode and are deleted by
@@ -60,7 +35,11 @@ type CleanupOptions struct {
 func Cleanup(f model.Family, ipt IPTables, sets IPSet, h Handle, links Links, opts CleanupOptions) error {
 	var errs []error
 	for _, j := range jumps {
-		for i := 0; i < 10 && ipt.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) == nil; i++ {
+		// Every copy of the jump goes (at most 10): -D fails once none is left.
+		for range 10 {
+			if ipt.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) != nil {
+				break
+			}
 		}
 	}
 	for _, table := range []string{"filter", "nat"} {

@@ -198,7 +198,7 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 
 // noteGaps records the semantics upstream's iptables mode has for this port that
 // virtual servers cannot express.
-func (p *Plan) noteGaps(sp *model.ServicePort, sets model.EndpointSets, internal, external []*model.Endpoint, accessible, hasLB bool) {
+func (p *Plan) noteGaps(sp *model.ServicePort, sets model.EndpointSets, internal, external []*model.Endpoint, accessible, _ bool) {
 	name := sp.Name.String()
 	gap := func(s string) { p.Gaps[name] = append(p.Gaps[name], s) }
 	if sets.HasAny && len(internal) == 0 && sp.InternalPolicyLocal {

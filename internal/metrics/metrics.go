@@ -26,6 +26,7 @@ func networkProgrammingBuckets() []float64 {
 	return b
 }
 
+// The metrics, under upstream kube-proxy's names.
 var (
 	SyncProxyRulesLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "sync_proxy_rules_duration_seconds",

@@ -33,9 +33,14 @@ func inNewNetns(t *testing.T) {
 		t.Skipf("cannot create a network namespace: %v", err)
 	}
 	t.Cleanup(func() {
-		netns.Set(orig)
-		ns.Close()
-		orig.Close()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it is in the wrong namespace, and Go ends a
+			// locked thread with its goroutine.
+			t.Errorf("back to the original network namespace: %v", err)
+			return
+		}
+		_ = ns.Close()
+		_ = orig.Close()
 		runtime.UnlockOSThread()
 	})
 	lo, err := netlink.LinkByName("lo")
@@ -64,7 +69,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, greeting := dialGreeting(t, "10.96.0.10:80")
-	conn.Close()
+	_ = conn.Close()
 	if greeting != "pod" {
 		t.Errorf("through the ClusterIP: %q, want pod", greeting)
 	}
@@ -87,7 +92,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, _ = dialGreeting(t, "10.96.0.10:80")
-	conn.Close()
+	_ = conn.Close()
 
 	// No endpoints: the address stays and the port is refused.
 	snap.Endpoints[name] = nil
@@ -95,7 +100,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Errorf("a Service without endpoints accepted a connection")
 	}
 	if have, _ := p.addrs.held(link); len(have) != 1 {
