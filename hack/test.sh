@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check, in stages: go vet; the unit tests (they build nothing and start no
-# API server); then, as root, the tools (kube-apiserver, etcd, upstream kube-proxy,
-# built once and cached), the tests that run a real API server, the end-to-end tests
-# that drive kproxy with real packets through network namespaces, and the ipvs cases in
-# a qemu guest. Without root the root-only stages are left out, and it says so.
-# Exits non-zero on any failure. Every go test has an explicit timeout sized for a
-# cold machine.
+# Runs every check, in stages: go vet; lint (hack/lint.sh: gofmt, go mod tidy,
+# golangci-lint); the unit tests (they build nothing and start no API server); then,
+# as root, the tools (kube-apiserver, etcd, upstream kube-proxy, built once and
+# cached), the tests that run a real API server, the end-to-end tests that drive kproxy
+# with real packets through network namespaces, and the ipvs cases in a qemu guest.
+# Without root the root-only stages are left out, and it says so. Exits non-zero on any
+# failure. Every go test has an explicit timeout sized for a cold machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -21,6 +21,9 @@ fi
 
 stage "go vet ./..."
 go vet ./...
+
+stage "lint: gofmt, go mod tidy, golangci-lint (hack/lint.sh)"
+bash hack/lint.sh
 
 stage "unit tests"
 # Everything but the e2e package. Tests that need the tools skip here, naming the

@@ -144,7 +144,7 @@ func (e *env) close(keep bool) {
 		e.cfg.logf("bench: logs kept in %s", e.workDir)
 		return
 	}
-	os.RemoveAll(e.workDir)
+	_ = os.RemoveAll(e.workDir)
 }
 
 // ipSet is the ClusterIPs of the first n Services.

@@ -72,7 +72,10 @@ func (e *env) changeAndWait(svc *service, eps []discoveryv1.Endpoint, want strin
 			return max(last.At.Sub(acked), 0), nil
 		}
 		if time.Since(acked) > timeout {
-			return 0, fmt.Errorf("%s still not answering from %s %v after the update (last: %q %v)", svc.Name, want, timeout, last.Backend, last.Err)
+			if last.Err != nil {
+				return 0, fmt.Errorf("%s still not answering from %s %v after the update (last: %w)", svc.Name, want, timeout, last.Err)
+			}
+			return 0, fmt.Errorf("%s still not answering from %s %v after the update (last: %q)", svc.Name, want, timeout, last.Backend)
 		}
 		time.Sleep(time.Until(last.At.Add(5 * time.Millisecond)))
 	}

@@ -124,7 +124,10 @@ func (e *env) firstPacket(mode string, n int) (firstPacketResult, error) {
 			if pr.Err != nil || pr.Backend == "" {
 				failures++
 				if failures > e.cfg.FirstPacketConnects/10 {
-					return r, fmt.Errorf("bench: connects to %s (%s) fail: %v", target.Name, target.target(), pr.Err)
+					if pr.Err != nil {
+						return r, fmt.Errorf("bench: connects to %s (%s) fail: %w", target.Name, target.target(), pr.Err)
+					}
+					return r, fmt.Errorf("bench: connects to %s (%s) fail: no backend named", target.Name, target.target())
 				}
 				continue
 			}

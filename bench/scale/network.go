@@ -136,7 +136,7 @@ func (s *sink) serve() {
 			return
 		}
 		go func() {
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			local, _, _ := net.SplitHostPort(conn.LocalAddr().String())
 			_, _ = fmt.Fprintf(conn, "sink-%s %s\n", local, conn.RemoteAddr())
 		}()
@@ -146,7 +146,7 @@ func (s *sink) serve() {
 // Close stops the responder and deletes the namespace.
 func (s *sink) Close() {
 	if s.ln != nil {
-		s.ln.Close()
+		_ = s.ln.Close()
 		s.wg.Wait()
 	}
 	if s.thread != nil {

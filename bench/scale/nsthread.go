@@ -38,14 +38,14 @@ func enterNS(nsName string) (*nsThread, error) {
 			ready <- fmt.Errorf("current namespace: %w", err)
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		h, err := netns.GetFromName(nsName)
 		if err != nil {
 			runtime.UnlockOSThread()
 			ready <- fmt.Errorf("namespace %s: %w", nsName, err)
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			ready <- fmt.Errorf("enter namespace %s: %w", nsName, err)
 			return // stays locked: the thread's namespace is unknown
@@ -97,7 +97,7 @@ func (t *nsThread) TCP(target string, timeout time.Duration) probe {
 			p.Err = err
 			return
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		_ = c.SetDeadline(time.Now().Add(timeout))
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil {

@@ -2,7 +2,6 @@ package scale
 
 import (
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 	"time"
@@ -41,36 +40,37 @@ type row struct {
 	ratio, target, met string
 }
 
-// Markdown writes the results table, the details of every run and the conditions.
-func (r *Report) Markdown(w io.Writer) {
+// Markdown is the results table, the details of every run and the conditions.
+func (r *Report) Markdown() string {
 	c := r.Config
-	fmt.Fprintf(w, "# Scale benchmark: kproxy vs upstream kube-proxy\n\n")
-	fmt.Fprintf(w, "%d Services x %d endpoints (first-packet baseline: %d Services), min sync period %v, "+
+	var w strings.Builder
+	fmt.Fprintf(&w, "# Scale benchmark: kproxy vs upstream kube-proxy\n\n")
+	fmt.Fprintf(&w, "%d Services x %d endpoints (first-packet baseline: %d Services), min sync period %v, "+
 		"%d programming-latency changes, %d connects per first-packet figure, burst %d updates/s for %v.\n\n",
 		c.Services, c.Endpoints, c.BaselineServices, c.MinSyncPeriod, c.LatencyChanges, c.FirstPacketConnects, c.BurstRate, c.BurstDuration)
-	fmt.Fprintf(w, "Run %s, revision %s, %d CPUs, load average %s before and %s after (other work shares the machine), took %v.\n\n",
+	fmt.Fprintf(&w, "Run %s, revision %s, %d CPUs, load average %s before and %s after (other work shares the machine), took %v.\n\n",
 		r.Started.Format("2006-01-02 15:04 MST"), r.Revision, runtime.NumCPU(), r.LoadBefore, r.LoadAfter, r.Elapsed.Round(time.Second))
-	fmt.Fprintf(w, "| Figure | Mode | upstream | kproxy | kproxy/upstream | Target | Met |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&w, "| Figure | Mode | upstream | kproxy | kproxy/upstream | Target | Met |\n|---|---|---|---|---|---|---|\n")
 	for _, mode := range c.Modes {
 		for _, rw := range r.rows(mode) {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", rw.figure, rw.mode, rw.upstream, rw.kproxy, rw.ratio, rw.target, rw.met)
+			fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s |\n", rw.figure, rw.mode, rw.upstream, rw.kproxy, rw.ratio, rw.target, rw.met)
 		}
 	}
-	fmt.Fprintf(w, "\n## Details\n\n")
+	fmt.Fprintf(&w, "\n## Details\n\n")
 	for _, b := range r.Baselines {
 		if b.Err != nil {
-			fmt.Fprintf(w, "- baseline %s-%s: FAILED: %v\n", b.Impl, b.Mode, b.Err)
+			fmt.Fprintf(&w, "- baseline %s-%s: FAILED: %v\n", b.Impl, b.Mode, b.Err)
 			continue
 		}
-		fmt.Fprintf(w, "- baseline %s-%s (%d Services): first packet %s to %s, sync %s\n",
+		fmt.Fprintf(&w, "- baseline %s-%s (%d Services): first packet %s to %s, sync %s\n",
 			b.Impl, b.Mode, c.BaselineServices, fmtDur(b.FirstPacket.Median), b.FirstPacket.Target, fmtDur(b.Sync.Kernel))
 	}
 	for _, x := range r.Runs {
 		if x.Err != nil {
-			fmt.Fprintf(w, "- %s-%s: FAILED: %v\n", x.Impl, x.Mode, x.Err)
+			fmt.Fprintf(&w, "- %s-%s: FAILED: %v\n", x.Impl, x.Mode, x.Err)
 			continue
 		}
-		fmt.Fprintf(w, "- %s-%s: first packet to %s; sync %s (%d confirming dumps, one takes %s), "+
+		fmt.Fprintf(&w, "- %s-%s: first packet to %s; sync %s (%d confirming dumps, one takes %s), "+
 			"last Service answering after %s; programming latency max %s over %d changes; "+
 			"%d changes timed out; burst %d updates (%.0f/s, %d failed), %d timed markers (%d never programmed), lag p50 %s p99 %s; "+
 			"unchanged Service: %d connections, %d failed%s; ruleset %s in %d chains; %d error lines in the proxy log%s\n",
@@ -80,9 +80,10 @@ func (r *Report) Markdown(w io.Writer) {
 			x.Burst.ClientConns, x.Burst.ClientFails, firstFail(x.Burst.FirstFail), x.Size, x.Size.Chains, len(x.LogErrors), firstLine(x.LogErrors))
 	}
 	for _, p := range r.CleanupProblems {
-		fmt.Fprintf(w, "- between runs: %s (the benchmark flushed node1's rules itself)\n", strings.ReplaceAll(p, "|", "/"))
+		fmt.Fprintf(&w, "- between runs: %s (the benchmark flushed node1's rules itself)\n", strings.ReplaceAll(p, "|", "/"))
 	}
-	fmt.Fprintf(w, "\n## How it is measured\n\n%s", methodNotes)
+	fmt.Fprintf(&w, "\n## How it is measured\n\n%s", methodNotes)
+	return w.String()
 }
 
 func firstFail(s string) string {

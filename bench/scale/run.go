@@ -131,7 +131,7 @@ func (e *env) baselineRun(impl, mode string) (res BaselineResult) {
 		res.Err = err
 		return res
 	}
-	defer p.stop()
+	defer func() { _, _ = p.stop() }() // its CPU time is wanted only from a full run
 	if res.Sync, res.Err = e.waitSync(p, n, e.svcs[0], firstProbePod); res.Err != nil {
 		return res
 	}
@@ -160,7 +160,7 @@ func (e *env) fullRun(impl, mode string) (res RunResult) {
 	stopped := false
 	defer func() {
 		if !stopped {
-			p.stop()
+			_, _ = p.stop()
 		}
 		res.LogErrors = p.logErrors()
 		// Put the probe Services back for the next run (its proxy reads them fresh).
@@ -172,17 +172,17 @@ func (e *env) fullRun(impl, mode string) (res RunResult) {
 		}
 	}()
 	n := len(e.svcs)
-	step := func(what string, f func() error) bool {
+	// step runs f unless an earlier step failed.
+	step := func(what string, f func() error) {
 		if res.Err != nil {
-			return false
+			return
 		}
 		t := time.Now()
 		if err := f(); err != nil {
 			res.Err = fmt.Errorf("%s: %w", what, err)
-			return false
+			return
 		}
 		e.cfg.logf("bench: %s: %s done in %v", label, what, time.Since(t).Round(time.Millisecond))
-		return true
 	}
 	step("initial sync", func() (err error) {
 		res.Sync, err = e.waitSync(p, n, e.svcs[n-1], lastProbePod)

@@ -1,7 +1,6 @@
 package scale
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -27,9 +26,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var md bytes.Buffer
-	rep.Markdown(&md)
-	t.Logf("results:\n%s", md.String())
+	t.Logf("results:\n%s", rep.Markdown())
 
 	if want := len(cfg.Modes) * len(cfg.Impls); len(rep.Runs) != want || len(rep.Baselines) != want {
 		t.Fatalf("%d runs and %d baselines, want %d of each", len(rep.Runs), len(rep.Baselines), want)

@@ -69,15 +69,15 @@ func traceMain(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, traceUsage)
+			_, _ = fmt.Fprint(stdout, traceUsage)
 			fs.PrintDefaults()
 			return 0
 		}
-		fmt.Fprintf(stderr, "Run 'kproxy trace --help' for the flags.\n")
+		_, _ = fmt.Fprintf(stderr, "Run 'kproxy trace --help' for the flags.\n")
 		return 2
 	}
 	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "kproxy trace: "+format+"\nRun 'kproxy trace --help' for the flags.\n", a...)
+		_, _ = fmt.Fprintf(stderr, "kproxy trace: "+format+"\nRun 'kproxy trace --help' for the flags.\n", a...)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -118,7 +118,7 @@ func traceMain(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	r, err := trace.Run(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "kproxy trace: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "kproxy trace: %v\n", err)
 		return 1
 	}
 	if *output == "json" {
@@ -127,7 +127,7 @@ func traceMain(args []string, stdout, stderr io.Writer) int {
 		err = r.WriteText(stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "kproxy trace: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "kproxy trace: %v\n", err)
 		return 1
 	}
 	return 0

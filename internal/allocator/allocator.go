@@ -82,7 +82,7 @@ func Open(stateDir string, cidrs []netip.Prefix, nodePorts PortRange) (*Allocato
 	}
 	saved, err := st.load()
 	if err != nil {
-		st.close()
+		_ = st.close()
 		return nil, err
 	}
 	a.restore(saved)

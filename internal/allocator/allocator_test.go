@@ -22,7 +22,7 @@ func mustOpen(t *testing.T, dir string, ports PortRange, cidrs ...string) *Alloc
 	if err != nil {
 		t.Fatalf("Open(%q, %v): %v", dir, cidrs, err)
 	}
-	t.Cleanup(func() { a.Close() })
+	t.Cleanup(func() { _ = a.Close() })
 	return a
 }
 

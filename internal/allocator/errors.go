@@ -1,6 +1,9 @@
 package allocator
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // HeldError reports that an IP or port another owner holds was asked for.
 type HeldError struct {
@@ -43,12 +46,13 @@ func (e *ExhaustedError) Error() string {
 // ErrorKey returns the request key an allocation error is about (an IP family such as
 // "IPv4", or a PortRequest.Key), "" for other errors.
 func ErrorKey(err error) string {
-	switch e := err.(type) {
-	case *HeldError:
+	if e, ok := errors.AsType[*HeldError](err); ok {
 		return e.Key
-	case *RangeError:
+	}
+	if e, ok := errors.AsType[*RangeError](err); ok {
 		return e.Key
-	case *ExhaustedError:
+	}
+	if e, ok := errors.AsType[*ExhaustedError](err); ok {
 		return e.Key
 	}
 	return ""

@@ -57,11 +57,11 @@ func openStore(dir string) (*store, error) {
 			break
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
 		}
 		if time.Now().After(deadline) {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("state directory %s is in use by another kproxy process (%s is locked)", dir, lockPath)
 		}
 		if !logged {
@@ -90,7 +90,7 @@ func (s *store) load() (map[string]savedOwner, error) {
 	}
 	var sf stateFile
 	if err := json.Unmarshal(data, &sf); err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt (%v); remove it to start with fresh allocations", s.path(), err)
+		return nil, fmt.Errorf("state file %s is corrupt (%w); remove it to start with fresh allocations", s.path(), err)
 	}
 	if sf.Version != stateVersion {
 		return nil, fmt.Errorf("state file %s has version %d, this kproxy understands version %d", s.path(), sf.Version, stateVersion)
@@ -112,13 +112,13 @@ func (s *store) save(owners map[string]savedOwner) error {
 	if err != nil {
 		return fmt.Errorf("saving allocations: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly after the rename
 	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -132,7 +132,7 @@ func (s *store) save(owners map[string]savedOwner) error {
 	if err != nil {
 		return fmt.Errorf("saving allocations: %w", err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("saving allocations: syncing %s: %w", s.dir, err)
 	}

@@ -79,7 +79,9 @@ func TestReloadDropsWhatNoLongerFits(t *testing.T) {
 	if err := a.AllocateSpecificNodePort("ns/b", "TCP/80", 32000); err != nil {
 		t.Fatal(err)
 	}
-	a.Close()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
 	b := mustOpen(t, dir, PortRange{Base: 30000, Size: 1000}, "10.96.0.0/25")
 	if _, ok := b.IPHolder(netip.MustParseAddr("10.96.0.200")); ok {
 		t.Errorf("an address outside the new range survived the reload")
@@ -97,17 +99,23 @@ func TestStateDirLock(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in use by another kproxy process") {
 		t.Fatalf("second Open of a locked dir: %v", err)
 	}
-	a.Close()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
 	b, err := Open(dir, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/24")}, DefaultNodePortRange)
 	if err != nil {
 		t.Fatalf("Open after Close: %v", err)
 	}
-	b.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestCorruptStateFile(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, stateFileName), []byte("{not json"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err := Open(dir, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/24")}, DefaultNodePortRange)
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt state file: %v", err)
@@ -115,7 +123,7 @@ func TestCorruptStateFile(t *testing.T) {
 	// The failed Open must not keep the lock.
 	b, err := Open(dir+"/", []netip.Prefix{netip.MustParsePrefix("10.96.0.0/24")}, DefaultNodePortRange)
 	if err == nil {
-		b.Close()
+		_ = b.Close()
 	} else if strings.Contains(err.Error(), "in use") {
 		t.Errorf("a failed Open kept the lock: %v", err)
 	}
@@ -129,8 +137,12 @@ func TestSaveFailureUndoes(t *testing.T) {
 	}
 	// A directory where the state file goes makes the rename fail.
 	path := filepath.Join(dir, stateFileName)
-	os.Remove(path)
-	os.MkdirAll(filepath.Join(path, "x"), 0o700)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(path, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.AllocateIP("ns/b", model.IPv4); err == nil {
 		t.Fatalf("allocation succeeded although it could not be saved")
 	}

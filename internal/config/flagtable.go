@@ -108,10 +108,10 @@ var flagTable = []flagDef{
 	}},
 	// The issue asking for kproxy called these two --sync-period and
 	// --min-sync-period; accept both spellings for the same values.
-	{"sync-period", true, true, func(fs *pflag.FlagSet, o *options) {
+	{"sync-period", true, true, func(fs *pflag.FlagSet, _ *options) {
 		fs.Var(fs.Lookup("iptables-sync-period").Value, "sync-period", "Alias of --iptables-sync-period.")
 	}},
-	{"min-sync-period", true, true, func(fs *pflag.FlagSet, o *options) {
+	{"min-sync-period", true, true, func(fs *pflag.FlagSet, _ *options) {
 		fs.Var(fs.Lookup("iptables-min-sync-period").Value, "min-sync-period", "Alias of --iptables-min-sync-period.")
 	}},
 	// In ipvs mode kube-proxy takes its sync periods from these, so they shape
@@ -224,14 +224,4 @@ var flagTable = []flagDef{
 	{"state-dir", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory for kproxy's own state.")
 	}},
-}
-
-// lookupFlagDef returns the table entry for name, or nil for klog's flags.
-func lookupFlagDef(name string) *flagDef {
-	for i := range flagTable {
-		if flagTable[i].name == name {
-			return &flagTable[i]
-		}
-	}
-	return nil
 }

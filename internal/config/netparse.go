@@ -40,7 +40,7 @@ func parsePrefixSloppy(s string) (netip.Prefix, error) {
 	}
 	a, err := parseAddrSloppy(addr)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %v", s, err)
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
 	}
 	bits, err := strconv.Atoi(bitsStr)
 	if err != nil || bits < 0 || bits > a.BitLen() || a.Zone() != "" {

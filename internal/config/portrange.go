@@ -33,11 +33,11 @@ func ParsePortRange(s string) (PortRange, error) {
 	}
 	base, err := parsePort(lo)
 	if err != nil {
-		return PortRange{}, fmt.Errorf("start: %v", err)
+		return PortRange{}, fmt.Errorf("start: %w", err)
 	}
 	end, err := parsePort(hi)
 	if err != nil {
-		return PortRange{}, fmt.Errorf("end: %v", err)
+		return PortRange{}, fmt.Errorf("end: %w", err)
 	}
 	if end < base {
 		return PortRange{}, fmt.Errorf("end %d is below start %d", end, base)

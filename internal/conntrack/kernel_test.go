@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -56,7 +55,7 @@ func testNetns(t *testing.T) (string, netns.NsHandle) {
 	if err != nil {
 		t.Fatalf("opening netns %s: %v", name, err)
 	}
-	t.Cleanup(func() { ns.Close() })
+	t.Cleanup(func() { _ = ns.Close() })
 	for _, args := range [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		// A veth pair with both ends here gives the pod address a real device
@@ -89,7 +88,7 @@ func inNetns(t *testing.T, ns netns.NsHandle, f func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }()
 	if err := netns.Set(ns); err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +106,15 @@ func listen(t *testing.T, addr string) *net.UDPConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
 // received reports whether c gets a datagram within d.
 func received(c *net.UDPConn, d time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(d))
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false
+	}
 	buf := make([]byte, 64)
 	_, _, err := c.ReadFromUDP(buf)
 	return err == nil
@@ -310,7 +311,7 @@ func TestCleanerSCTPAgainstKernel(t *testing.T) {
 		t.Fatalf("Clean keeping nothing = %d, %v; want 1, nil", n, err)
 	}
 	got := flowsTo(t, ns, unix.IPPROTO_SCTP, svc)
-	if len(got) != 1 || !bytes.Equal(got[0].Reverse.SrcIP.To4(), net.ParseIP("10.244.0.7").To4()) {
+	if len(got) != 1 || !got[0].Reverse.SrcIP.Equal(net.ParseIP("10.244.0.7")) {
 		t.Fatalf("after cleaning port 3868, entries reply from %v; want only the port 3869 one (10.244.0.7)", replySources(got))
 	}
 }

@@ -19,7 +19,7 @@ func freePort(t *testing.T) int32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return int32(ln.Addr().(*net.TCPAddr).Port)
 }
 
@@ -43,7 +43,7 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var b serviceBody
 		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
 			t.Fatal(err)
@@ -62,7 +62,8 @@ func TestServiceHealthFollowsLocalEndpoints(t *testing.T) {
 	}
 	// The Service goes away: the port closes.
 	h.Sync(&model.Snapshot{})
-	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		_ = resp.Body.Close()
 		t.Errorf("health check port still open after the Service was removed")
 	}
 }
@@ -98,7 +99,7 @@ func TestServiceHealthFollowsNodeAddresses(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == 200
 	}
 	for _, step := range []struct{ node, other string }{

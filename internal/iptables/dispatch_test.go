@@ -15,7 +15,7 @@ func manyServices(n int) (*model.Snapshot, []*model.ServicePort) {
 	ports := map[*model.ServicePort][]*model.Endpoint{}
 	var list []*model.ServicePort
 	for i := 0; i < n; i++ {
-		sp := clusterIPPort("ns", fmt.Sprintf("svc%05d", i), fmt.Sprintf("10.96.%d.%d", i/250, i%250+1))
+		sp := clusterIPPort(fmt.Sprintf("svc%05d", i), fmt.Sprintf("10.96.%d.%d", i/250, i%250+1))
 		ports[sp] = []*model.Endpoint{ep(fmt.Sprintf("10.244.%d.%d", i/250, i%250+1), 80, "n")}
 		list = append(list, sp)
 	}

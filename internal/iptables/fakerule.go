@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -275,7 +276,7 @@ func (r *ruleSpec) validate() error {
 	for _, o := range r.targetOpts {
 		if (o.name == "--to-destination" || o.name == "--to-source") && len(o.vals) == 1 && hasPort(o.vals[0]) &&
 			r.proto.val != "tcp" && r.proto.val != "udp" && r.proto.val != "sctp" {
-			return fmt.Errorf("Need TCP, UDP, SCTP or DCCP with port specification")
+			return errors.New("need TCP, UDP, SCTP or DCCP with port specification")
 		}
 	}
 	return nil
@@ -461,7 +462,7 @@ func optRank(name string, order ...string) int {
 func saveString(s string) string {
 	bare := s != ""
 	for _, c := range s {
-		if !(c == '-' || c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+		if c != '-' && c != '_' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
 			bare = false
 			break
 		}

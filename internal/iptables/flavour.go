@@ -23,7 +23,9 @@ import (
 type Flavour string
 
 const (
-	FlavourNFT    Flavour = "nft"
+	// FlavourNFT is iptables-nft: the iptables API over nf_tables.
+	FlavourNFT Flavour = "nft"
+	// FlavourLegacy is iptables-legacy: the x_tables kernel interface.
 	FlavourLegacy Flavour = "legacy"
 )
 

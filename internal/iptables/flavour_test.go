@@ -167,11 +167,15 @@ func TestDetectFlavourKernel(t *testing.T) {
 		}
 	}
 	ns := "kproxy-flavour-test"
-	exec.Command("ip", "netns", "del", ns).Run()
+	_ = exec.Command("ip", "netns", "del", ns).Run() // a leftover of an interrupted run, if any
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Skipf("ip netns add: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		}
+	})
 	inNS := func(name string, args ...string) ([]byte, error) {
 		return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...).Output()
 	}

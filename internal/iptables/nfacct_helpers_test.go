@@ -24,14 +24,14 @@ func ensureNFAcct(t *testing.T, ns string) {
 			errc <- err
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		h, err := netns.GetFromName(ns)
 		if err != nil {
 			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			errc <- err
 			return // stays locked: the thread dies with the goroutine

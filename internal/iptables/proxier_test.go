@@ -33,7 +33,7 @@ func TestProxierReportsToItsMetrics(t *testing.T) {
 	r := &restoreRunner{Fake: NewFake(model.IPv4)}
 	p := NewProxier(params, r, noSysctl, m)
 	NewProxier(params, &restoreRunner{Fake: NewFake(model.IPv4)}, noSysctl, other)
-	sp := clusterIPPort("ns", "web", "172.30.0.41")
+	sp := clusterIPPort("web", "172.30.0.41")
 	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.180.0.1", 80, "node2")}})
 
 	if err := p.Sync(t.Context(), snap, true); err != nil {
@@ -76,4 +76,4 @@ func newMetrics(t *testing.T) *metrics.Metrics {
 }
 
 // noSysctl is a sysctl writer for proxiers whose params need none.
-func noSysctl(path, value string) error { return nil }
+func noSysctl(_, _ string) error { return nil }

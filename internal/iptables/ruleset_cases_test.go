@@ -11,8 +11,8 @@ import (
 	"github.com/kproxy/kproxy/internal/model"
 )
 
-func clusterIPPort(ns, name string, ip string) *model.ServicePort {
-	return &model.ServicePort{Name: spn(ns, name, "http"), ClusterIPs: []netip.Addr{netip.MustParseAddr(ip)}, Port: 80, Protocol: v1.ProtocolTCP}
+func clusterIPPort(name, ip string) *model.ServicePort {
+	return &model.ServicePort{Name: spn("ns", name, "http"), ClusterIPs: []netip.Addr{netip.MustParseAddr(ip)}, Port: 80, Protocol: v1.ProtocolTCP}
 }
 
 func mustContain(t *testing.T, data []byte, lines ...string) {
@@ -34,7 +34,7 @@ func mustNotContain(t *testing.T, data []byte, subs ...string) {
 }
 
 func TestNoEndpointsRejectEverywhere(t *testing.T) {
-	sp := clusterIPPort("ns", "lb", "172.30.0.41")
+	sp := clusterIPPort("lb", "172.30.0.41")
 	sp.NodePort = 3001
 	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.168.99.11")}
 	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
@@ -50,7 +50,7 @@ func TestNoEndpointsRejectEverywhere(t *testing.T) {
 }
 
 func TestNotReadyEndpointsAreNotUsed(t *testing.T) {
-	sp := clusterIPPort("ns", "web", "172.30.0.50")
+	sp := clusterIPPort("web", "172.30.0.50")
 	notReady := ep("10.180.0.9", 80, "node2")
 	notReady.Ready, notReady.Serving = false, false
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {notReady}}), Full: true})
@@ -59,7 +59,7 @@ func TestNotReadyEndpointsAreNotUsed(t *testing.T) {
 }
 
 func TestEqualShares(t *testing.T) {
-	sp := clusterIPPort("ns", "web", "172.30.0.50")
+	sp := clusterIPPort("web", "172.30.0.50")
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {
 		ep("10.0.0.1", 80, "a"), ep("10.0.0.2", 80, "a"), ep("10.0.0.3", 80, "a"), ep("10.0.0.4", 80, "a")}}), Full: true})
 	for _, p := range []string{"0.2500000000", "0.3333333333", "0.5000000000"} {
@@ -73,7 +73,7 @@ func TestEqualShares(t *testing.T) {
 }
 
 func TestSessionAffinity(t *testing.T) {
-	sp := clusterIPPort("ns", "sticky", "172.30.0.60")
+	sp := clusterIPPort("sticky", "172.30.0.60")
 	sp.StickyMaxAgeSeconds = 600
 	e := ep("10.180.0.1", 80, "n")
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {e}}), Full: true})
@@ -86,7 +86,7 @@ func TestSessionAffinity(t *testing.T) {
 }
 
 func TestSourceRangesFirewall(t *testing.T) {
-	sp := clusterIPPort("ns", "fw", "172.30.0.41")
+	sp := clusterIPPort("fw", "172.30.0.41")
 	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
 	sp.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}
 	sp.NodePort = 3001
@@ -104,7 +104,7 @@ func TestSourceRangesFirewall(t *testing.T) {
 }
 
 func TestInternalPolicyLocalWithoutLocalEndpointsDrops(t *testing.T) {
-	sp := clusterIPPort("ns", "itp", "172.30.1.1")
+	sp := clusterIPPort("itp", "172.30.1.1")
 	sp.InternalPolicyLocal = true
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.0.1.3", 80, "node2")}}), Full: true})
 	mustContain(t, rs.Data, `-A KUBE-SERVICES -m comment --comment "ns/itp:http has no local endpoints" -m tcp -p tcp -d 172.30.1.1 --dport 80 -j DROP`)
@@ -114,8 +114,8 @@ func TestInternalPolicyLocalWithoutLocalEndpointsDrops(t *testing.T) {
 }
 
 func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
-	a := clusterIPPort("ns", "a", "172.30.0.1")
-	b := clusterIPPort("ns", "b", "172.30.0.2")
+	a := clusterIPPort("a", "172.30.0.1")
+	b := clusterIPPort("b", "172.30.0.2")
 	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{a: {ep("10.1.0.1", 80, "n")}, b: {ep("10.1.0.2", 80, "n")}})
 	builder := NewBuilder()
 	builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
@@ -139,13 +139,13 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 }
 
 func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
-	a := clusterIPPort("ns", "a", "172.30.0.1")
-	b := clusterIPPort("ns", "b", "172.30.0.2")
+	a := clusterIPPort("a", "172.30.0.1")
+	b := clusterIPPort("b", "172.30.0.2")
 	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{a: {ep("10.1.0.1", 80, "n")}, b: {ep("10.1.0.2", 80, "n")}})
 	builder := NewBuilder()
 	builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
 
-	b2 := clusterIPPort("ns", "b", "172.30.0.9")
+	b2 := clusterIPPort("b", "172.30.0.9")
 	snap.Services[b.Name] = b2
 	snap.PortsByService[b.Name.NamespacedName] = []*model.ServicePort{b2}
 	snap.Changed = map[types.NamespacedName]struct{}{b.Name.NamespacedName: {}}
@@ -174,7 +174,7 @@ func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
 func TestChainDeclarationsAreInNameOrder(t *testing.T) {
 	eps := map[*model.ServicePort][]*model.Endpoint{}
 	for i, name := range []string{"zeta", "alpha", "mid", "beta", "omega"} {
-		sp := clusterIPPort("ns", name, netip.AddrFrom4([4]byte{172, 30, 1, byte(10 + i)}).String())
+		sp := clusterIPPort(name, netip.AddrFrom4([4]byte{172, 30, 1, byte(10 + i)}).String())
 		sp.NodePort = int32(30100 + i)
 		eps[sp] = []*model.Endpoint{ep("10.180.0.1", 80, "node1"), ep("10.180.1.2", 80, "node2")}
 	}
@@ -200,7 +200,7 @@ func TestChainDeclarationsAreInNameOrder(t *testing.T) {
 }
 
 func TestPartialSyncLeavesUnchangedEndpointChains(t *testing.T) {
-	svc := clusterIPPort("ns", "web", "172.30.0.9")
+	svc := clusterIPPort("web", "172.30.0.9")
 	e1, e2, e3, e4 := ep("10.1.0.1", 80, "n"), ep("10.1.0.2", 80, "n"), ep("10.1.0.3", 80, "n"), ep("10.1.0.4", 80, "n")
 	snap := snapshotOf(map[*model.ServicePort][]*model.Endpoint{svc: {e1, e2, e3}})
 	builder := NewBuilder()

@@ -33,7 +33,7 @@ func TestNetlinkSkeletonAgreesWithIPTablesSave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fd.Close()
+	defer func() { _ = fd.Close() }()
 	conn, err := gnft.New(gnft.WithNetNSFd(int(fd.Fd())))
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,11 @@ type CleanupOptions struct {
 func Cleanup(f model.Family, ipt IPTables, sets IPSet, h Handle, links Links, opts CleanupOptions) error {
 	var errs []error
 	for _, j := range jumps {
-		for i := 0; i < 10 && ipt.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) == nil; i++ {
+		// Every copy of the jump goes (at most 10): -D fails once none is left.
+		for range 10 {
+			if ipt.Run(append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) != nil {
+				break
+			}
 		}
 	}
 	for _, table := range []string{"filter", "nat"} {

@@ -70,6 +70,7 @@ type Links interface {
 // NetlinkLinks is Links over netlink.
 type NetlinkLinks struct{}
 
+// EnsureDummy creates the dummy interface if it is missing.
 func (NetlinkLinks) EnsureDummy(name string) error {
 	if _, err := netlink.LinkByName(name); err == nil {
 		return nil
@@ -82,11 +83,13 @@ func (NetlinkLinks) EnsureDummy(name string) error {
 	return nil
 }
 
+// Exists reports whether the interface exists.
 func (NetlinkLinks) Exists(name string) bool {
 	_, err := netlink.LinkByName(name)
 	return err == nil
 }
 
+// DeleteLink removes the interface; false if there was none.
 func (NetlinkLinks) DeleteLink(name string) (bool, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -105,6 +108,7 @@ func nlFamily(f model.Family) int {
 	return netlink.FAMILY_V4
 }
 
+// Addrs lists the family's addresses on the interface (none if it is missing).
 func (NetlinkLinks) Addrs(name string, f model.Family) ([]netip.Addr, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -127,6 +131,7 @@ func hostNet(a netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
+// AddAddr puts a host address (/32 or /128) on the interface.
 func (NetlinkLinks) AddAddr(name string, a netip.Addr) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -138,6 +143,7 @@ func (NetlinkLinks) AddAddr(name string, a netip.Addr) error {
 	return nil
 }
 
+// DelAddr removes the host address from the interface.
 func (NetlinkLinks) DelAddr(name string, a netip.Addr) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -149,6 +155,7 @@ func (NetlinkLinks) DelAddr(name string, a netip.Addr) error {
 	return nil
 }
 
+// LocalAddrs lists the family's addresses on every interface but exclude.
 func (NetlinkLinks) LocalAddrs(f model.Family, exclude string) ([]netip.Addr, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -194,6 +201,7 @@ type IPSet interface {
 // ExecIPSet is IPSet over the ipset binary.
 type ExecIPSet struct{}
 
+// Restore feeds data to "ipset restore -exist".
 func (ExecIPSet) Restore(data []byte) error {
 	cmd := exec.Command("ipset", "restore", "-exist")
 	cmd.Stdin = bytes.NewReader(data)
@@ -203,6 +211,7 @@ func (ExecIPSet) Restore(data []byte) error {
 	return nil
 }
 
+// Names lists the sets in the kernel; none when the ipset binary is missing.
 func (ExecIPSet) Names() ([]string, error) {
 	if _, err := exec.LookPath("ipset"); err != nil {
 		return nil, nil
@@ -214,6 +223,7 @@ func (ExecIPSet) Names() ([]string, error) {
 	return strings.Fields(string(out)), nil
 }
 
+// Destroy deletes the set.
 func (ExecIPSet) Destroy(name string) error {
 	if out, err := exec.Command("ipset", "destroy", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("ipset destroy %s: %w: %s", name, err, strings.TrimSpace(string(out)))

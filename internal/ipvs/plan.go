@@ -65,11 +65,7 @@ func BuildPlan(in PlanInput) *Plan {
 	}
 	vips := map[netip.Addr]bool{}
 	for _, sp := range in.Snapshot.Services {
-		clusterIP, ok := sp.ClusterIP(in.Family)
-		if !ok {
-			continue
-		}
-		p.addServicePort(in, sp, clusterIP, vips)
+		p.addServicePort(in, sp, vips)
 	}
 	for ip := range vips {
 		p.VIPs = append(p.VIPs, ip)
@@ -80,12 +76,15 @@ func BuildPlan(in PlanInput) *Plan {
 	return p
 }
 
-func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP netip.Addr, vips map[netip.Addr]bool) {
+func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, vips map[netip.Addr]bool) {
 	f := in.Family
 	name := sp.Name.String()
 	proto := sp.ProtocolLower()
 	set := func(base string, member string) { p.Sets[setName(f, base)] = append(p.Sets[setName(f, base)], member) }
 	plan := model.PlanPort(sp, in.Snapshot.Endpoints[sp.Name], in.Snapshot.Node, f)
+	if !plan.ClusterIP.IsValid() {
+		return // the port has no ClusterIP in this family: nothing of it is programmed
+	}
 	// Virtual servers cannot drop or reject: a target without endpoints gets a
 	// virtual server without real servers, which refuses (see noteGaps).
 	internal, external := plan.Internal.Endpoints, plan.External.Endpoints
@@ -106,7 +105,7 @@ func (p *Plan) addServicePort(in PlanInput, sp *model.ServicePort, clusterIP net
 	}
 
 	// The ClusterIP.
-	clusterIP = plan.ClusterIP
+	clusterIP := plan.ClusterIP
 	vips[clusterIP] = true
 	add(clusterIP, sp.Port, internal)
 	set(setClusterIP, ipPort(clusterIP, proto, sp.Port))

@@ -28,9 +28,7 @@ func worldRig(t *testing.T) *rig {
 	}
 	r := &rig{h: newFakeHandle(), links: newFakeLinks(), ipt: iptables.NewFake(model.IPv4),
 		metrics: m, clock: testingclock.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
-	for _, a := range proxytest.LocalAddresses() {
-		r.links.addrs["eth0"] = append(r.links.addrs["eth0"], a)
-	}
+	r.links.addrs["eth0"] = append(r.links.addrs["eth0"], proxytest.LocalAddresses()...)
 	r.sets = &fakeIPSet{inUse: ipsetInUse(r.ipt)}
 	cfg := Config{Family: model.IPv4, MasqueradeBit: 14}
 	r.p = NewProxier(cfg, r.h, r.links, r.sets, r.ipt, r.metrics, r.clock)

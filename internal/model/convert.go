@@ -182,7 +182,7 @@ func MergeEndpoints(lists ...[]*Endpoint) []*Endpoint {
 	for _, l := range lists {
 		for _, ep := range l {
 			k := ep.AddrPort()
-			if old, ok := byKey[k]; ok && !(old.Terminating && !ep.Terminating) {
+			if old, ok := byKey[k]; ok && (!old.Terminating || ep.Terminating) {
 				continue
 			}
 			byKey[k] = ep

@@ -18,26 +18,28 @@ func service(name, ip string, ports ...v1.ServicePort) *v1.Service {
 	}
 }
 
-func slice(name, svc string, port int32, eps ...discovery.Endpoint) *discovery.EndpointSlice {
+// slice is an EndpointSlice of the Service "web".
+func slice(name string, port int32, eps ...discovery.Endpoint) *discovery.EndpointSlice {
 	return &discovery.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{discovery.LabelServiceName: svc}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{discovery.LabelServiceName: "web"}},
 		AddressType: discovery.AddressTypeIPv4,
 		Ports:       []discovery.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(v1.ProtocolTCP)}},
 		Endpoints:   eps,
 	}
 }
 
-func endpoint(ip, node string, ready bool) discovery.Endpoint {
-	return discovery.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node), Conditions: discovery.EndpointConditions{Ready: ptr.To(ready)}}
+// endpoint is a ready endpoint.
+func endpoint(ip, node string) discovery.Endpoint {
+	return discovery.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node), Conditions: discovery.EndpointConditions{Ready: ptr.To(true)}}
 }
 
 func TestTrackerMergesSlicesAndTracksChanges(t *testing.T) {
 	tr := NewTracker("node1", nil)
 	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
 	tr.OnServiceUpsert(service("other", "10.96.0.11", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
-	tr.OnEndpointSliceUpsert(slice("web-a", "web", 8080, endpoint("10.244.1.2", "node1", true), endpoint("10.244.2.2", "node2", true)))
+	tr.OnEndpointSliceUpsert(slice("web-a", 8080, endpoint("10.244.1.2", "node1"), endpoint("10.244.2.2", "node2")))
 	// The same endpoint in a second slice counts once.
-	tr.OnEndpointSliceUpsert(slice("web-b", "web", 8080, endpoint("10.244.2.2", "node2", true), endpoint("10.244.1.3", "node1", true)))
+	tr.OnEndpointSliceUpsert(slice("web-b", 8080, endpoint("10.244.2.2", "node2"), endpoint("10.244.1.3", "node1")))
 	s := tr.Snapshot()
 	name := ServicePortName{NamespacedName: types.NamespacedName{Namespace: "default", Name: "web"}, Port: "http", Protocol: v1.ProtocolTCP}
 	eps := s.Endpoints[name]
@@ -122,11 +124,11 @@ func TestParseAddrToleratesLeadingZeros(t *testing.T) {
 func TestTopologyFromTrafficDistribution(t *testing.T) {
 	node := &Node{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"}}
 	zoned := func(ip, nodeName, zone string) discovery.Endpoint {
-		e := endpoint(ip, nodeName, true)
+		e := endpoint(ip, nodeName)
 		e.Zone = ptr.To(zone)
 		return e
 	}
-	sl := slice("s", "web", 80, zoned("10.0.0.1", "node1", "zone-a"), zoned("10.0.0.2", "node2", "zone-a"), zoned("10.0.0.3", "node3", "zone-b"))
+	sl := slice("s", 80, zoned("10.0.0.1", "node1", "zone-a"), zoned("10.0.0.2", "node2", "zone-a"), zoned("10.0.0.3", "node3", "zone-b"))
 	sp := &ServicePort{Port: 80}
 	pick := func(td string) []string {
 		eps := SliceEndpoints(sl, "http", v1.ProtocolTCP, "node1", td)
@@ -160,11 +162,11 @@ func TestTopologyFromTrafficDistribution(t *testing.T) {
 func TestSnapshotEndpointCountFollowsChanges(t *testing.T) {
 	tr := NewTracker("node1", nil)
 	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
-	tr.OnEndpointSliceUpsert(slice("web-a", "web", 8080, endpoint("10.244.1.2", "node1", true), endpoint("10.244.2.2", "node2", true)))
+	tr.OnEndpointSliceUpsert(slice("web-a", 8080, endpoint("10.244.1.2", "node1"), endpoint("10.244.2.2", "node2")))
 	if n := tr.Snapshot().EndpointCount; n != 2 {
 		t.Fatalf("count = %d, want 2", n)
 	}
-	tr.OnEndpointSliceUpsert(slice("web-b", "web", 8080, endpoint("10.244.1.3", "node1", true)))
+	tr.OnEndpointSliceUpsert(slice("web-b", 8080, endpoint("10.244.1.3", "node1")))
 	if n := tr.Snapshot().EndpointCount; n != 3 {
 		t.Errorf("after a second slice: count = %d, want 3", n)
 	}

@@ -86,8 +86,8 @@ const (
 	// Reject answers ICMP port unreachable (TCP: reset): the Service has no usable
 	// endpoint anywhere.
 	Reject
-	// None: there is no such traffic. External is None when the port has no NodePort,
-	// externalIP or LB IP in the family.
+	// None says there is no such traffic: External is None when the port has no
+	// NodePort, externalIP or LB IP in the family.
 	None
 )
 

@@ -106,7 +106,7 @@ func render(p PortPlan) string {
 func TestPlanPort(t *testing.T) {
 	node1 := &Node{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"},
 		Addresses: []netip.Addr{netip.MustParseAddr("192.168.0.2"), netip.MustParseAddr("fd00::2")}}
-	clusterIP := func(sp *ServicePort) {}
+	clusterIP := func(*ServicePort) {}
 	nodePort := func(sp *ServicePort) { sp.NodePort = 30080 }
 	etpLocal := func(sp *ServicePort) { sp.NodePort, sp.ExternalPolicyLocal = 30080, true }
 	itpLocal := func(sp *ServicePort) { sp.InternalPolicyLocal = true }

@@ -15,6 +15,7 @@ import (
 // Family is an IP family; backends program one family at a time.
 type Family int
 
+// The IP families, numbered as in the IP header's version field.
 const (
 	IPv4 Family = 4
 	IPv6 Family = 6

@@ -31,7 +31,7 @@ func TestEnsureAndGet(t *testing.T) {
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}
-		ns.Close()
+		_ = ns.Close()
 	}()
 	if err := Ensure("kproxy_test_pkts"); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestEnsureAndGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer server.Close()
+	defer func() { _ = server.Close() }()
 	port := strconv.Itoa(server.LocalAddr().(*net.UDPAddr).Port)
 	rule := []string{"-w", "5", "-A", "OUTPUT", "-p", "udp", "-d", "127.0.0.1", "--dport", port, "-m", "nfacct", "--nfacct-name", "kproxy_test_pkts"}
 	if out, err := exec.Command("iptables", rule...).CombinedOutput(); err != nil {
@@ -57,7 +57,7 @@ func TestEnsureAndGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	for range 3 {
 		if _, err := client.WriteTo([]byte("x"), server.LocalAddr()); err != nil {
 			t.Fatal(err)

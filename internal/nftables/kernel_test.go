@@ -54,8 +54,8 @@ func enterTestNetns(t *testing.T) {
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}
-		orig.Close()
-		ns.Close()
+		_ = orig.Close()
+		_ = ns.Close()
 	})
 	run(t, "ip", "link", "set", "lo", "up")
 }
@@ -103,7 +103,7 @@ func dialResult(addr string) string {
 		}
 		return err.Error()
 	}
-	c.Close()
+	_ = c.Close()
 	return "connected"
 }
 
@@ -120,14 +120,14 @@ func loopbackEndpoints(t *testing.T, listen string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.Close()
+			_ = c.Close()
 		}
 	}()
 }

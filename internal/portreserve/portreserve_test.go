@@ -23,9 +23,9 @@ func freePort(t *testing.T) int {
 			t.Fatal(err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+		_ = l.Close()
 		if u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port)); err == nil {
-			u.Close()
+			_ = u.Close()
 			return port
 		}
 	}
@@ -78,14 +78,14 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 	}
 	// The UDP port is held: nobody else can bind it.
 	if c, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Error("bound the reserved UDP port")
 	} else if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("binding the reserved UDP port: %v, want EADDRINUSE", err)
 	}
 
 	// The other process lets go: the retry (no sync needed) takes the port.
-	other.Close()
+	_ = other.Close()
 	waitFor(t, "the retry to reserve "+tcp.String(), func() bool { return len(r.Held()) == 2 })
 	if lastHeld.Load() != 2 {
 		t.Errorf("the Held hook last reported %d ports, want 2", lastHeld.Load())
@@ -94,7 +94,7 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 		t.Errorf("Failed() = %v after the retry", r.Failed())
 	}
 	if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-		l.Close()
+		_ = l.Close()
 		t.Error("bound the reserved TCP port")
 	}
 	// A connection that reaches the socket is accepted and closed, not left hanging.
@@ -105,10 +105,10 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("read data from the reserving socket")
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		t.Error("the reserving socket left the connection open")
 	}
-	c.Close()
+	_ = c.Close()
 
 	// No longer wanted: released.
 	r.Sync(Want{})
@@ -119,7 +119,7 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("port not released: %v", err)
 	}
-	l.Close()
+	_ = l.Close()
 }
 
 func TestFromSnapshot(t *testing.T) {

@@ -109,11 +109,7 @@ func setJSON(fam, table, name, typ string, timeout bool, els []*knftables.Elemen
 		if len(e.Value) != 1 {
 			return nil, fmt.Errorf("nft JSON: map %s: element %v has value %q", name, e.Key, e.Value)
 		}
-		v, err := mapValueJSON(e.Value[0])
-		if err != nil {
-			return nil, fmt.Errorf("nft JSON: map %s, element %v: %w", name, e.Key, err)
-		}
-		elems = append(elems, []any{key, v})
+		elems = append(elems, []any{key, mapValueJSON(e.Value[0])})
 	}
 	if elems != nil {
 		obj["elem"] = elems
@@ -134,15 +130,15 @@ func valueJSON(parts []string) any {
 }
 
 // mapValueJSON renders a map element's value: a verdict, or data ("10.0.0.1 . 80").
-func mapValueJSON(v string) (any, error) {
+func mapValueJSON(v string) any {
 	f := strings.Fields(v)
 	switch {
 	case len(f) == 2 && (f[0] == "goto" || f[0] == "jump"):
-		return map[string]any{f[0]: map[string]any{"target": f[1]}}, nil
+		return map[string]any{f[0]: map[string]any{"target": f[1]}}
 	case len(f) == 1 && (f[0] == "drop" || f[0] == "accept" || f[0] == "reject" || f[0] == "return"):
-		return map[string]any{f[0]: nil}, nil
+		return map[string]any{f[0]: nil}
 	}
-	return valueJSON(strings.Split(v, " . ")), nil
+	return valueJSON(strings.Split(v, " . "))
 }
 
 // atomJSON renders one value: a number, a numeric range, a prefix, or a string

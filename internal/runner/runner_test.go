@@ -48,7 +48,7 @@ func newRig(t *testing.T, minI, retryI, maxI time.Duration) *rig {
 	return rg
 }
 
-func (rg *rig) fn(ctx context.Context) error {
+func (rg *rig) fn(context.Context) error {
 	rg.mu.Lock()
 	rg.active++
 	rg.overlap = rg.overlap || rg.active > 1

@@ -191,7 +191,7 @@ func (e *iptEval) statistic(b *branch, r *iptRule, m iptMatch) (bool, float64) {
 // recent handles "-m recent": --set always matches (it records the client), while
 // --rcheck/--update match only for a client already in the list. A traced packet
 // opens a new connection from a client the tracer assumes has no entry yet.
-func (e *iptEval) recent(b *branch, r *iptRule, m iptMatch) bool {
+func (e *iptEval) recent(b *branch, _ *iptRule, m iptMatch) bool {
 	check := false
 	seconds := 0
 	for _, o := range m.opts {

@@ -69,13 +69,13 @@ func inNetns(t *testing.T, ns string, f func()) {
 		runtime.UnlockOSThread()
 		t.Fatal(err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }()
 	target, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		runtime.UnlockOSThread()
 		t.Fatal(err)
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		t.Fatal(err)

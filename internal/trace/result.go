@@ -14,17 +14,17 @@ import (
 type Verdict string
 
 const (
-	// VerdictDNAT: the packet is sent to one of Result.Endpoints.
+	// VerdictDNAT means the packet is sent to one of Result.Endpoints.
 	VerdictDNAT Verdict = "DNAT"
-	// VerdictReject: a proxy rule rejects it (a Service without endpoints, an unused
+	// VerdictReject means a proxy rule rejects it (a Service without endpoints, an unused
 	// port of a ClusterIP).
 	VerdictReject Verdict = "REJECT"
-	// VerdictDrop: a rule or a chain policy drops it (no local endpoints,
+	// VerdictDrop means a rule or a chain policy drops it (no local endpoints,
 	// loadBalancerSourceRanges, an unallocated ClusterIP).
 	VerdictDrop Verdict = "DROP"
-	// VerdictAccept: a proxy rule accepts it as it is (a health check NodePort).
+	// VerdictAccept means a proxy rule accepts it as it is (a health check NodePort).
 	VerdictAccept Verdict = "ACCEPT"
-	// VerdictNone: no Service rule decided anything; the packet passes unmodified.
+	// VerdictNone means no Service rule decided anything; the packet passes unmodified.
 	VerdictNone Verdict = "NONE"
 )
 

@@ -53,7 +53,7 @@ func (a *addrManager) ensureLink(logger klog.Logger) (netlink.Link, error) {
 	if derr := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: attrs}); derr != nil {
 		peer := a.link + "-peer"
 		if verr := netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: peer}); verr != nil {
-			return nil, fmt.Errorf("create interface %s: as dummy: %v; as veth: %w", a.link, derr, verr)
+			return nil, fmt.Errorf("create interface %s: as dummy: %w; as veth: %w", a.link, derr, verr)
 		}
 		logger.Info("No dummy driver; holding Service addresses on a veth pair", "interface", a.link, "peer", peer)
 		if p, err := netlink.LinkByName(peer); err == nil {

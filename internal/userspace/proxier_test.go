@@ -35,9 +35,14 @@ func inNewNetns(t *testing.T) {
 		t.Skipf("cannot create a network namespace: %v", err)
 	}
 	t.Cleanup(func() {
-		netns.Set(orig)
-		ns.Close()
-		orig.Close()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it is in the wrong namespace, and Go ends a
+			// locked thread with its goroutine.
+			t.Errorf("back to the original network namespace: %v", err)
+			return
+		}
+		_ = ns.Close()
+		_ = orig.Close()
 		runtime.UnlockOSThread()
 	})
 	lo, err := netlink.LinkByName("lo")
@@ -66,7 +71,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, greeting := dialGreeting(t, "10.96.0.10:80")
-	conn.Close()
+	_ = conn.Close()
 	if greeting != "pod" {
 		t.Errorf("through the ClusterIP: %q, want pod", greeting)
 	}
@@ -89,7 +94,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, _ = dialGreeting(t, "10.96.0.10:80")
-	conn.Close()
+	_ = conn.Close()
 
 	// No endpoints: the address stays and the port is refused.
 	snap.Endpoints[name] = nil
@@ -97,7 +102,7 @@ func TestProxierHoldsAddressesRestoresThemAndCleansUp(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Errorf("a Service without endpoints accepted a connection")
 	}
 	if have, _ := p.addrs.held(link); len(have) != 1 {
@@ -148,7 +153,7 @@ func TestListenersEndWithTheLoopContext(t *testing.T) {
 		t.Fatalf("sync: %v", err)
 	}
 	conn, _, greeting := dialGreeting(t, "10.96.0.10:80") // a relayed connection stays open
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	if greeting != "pod" {
 		t.Fatalf("through the ClusterIP: %q, want pod", greeting)
 	}
@@ -159,7 +164,7 @@ func TestListenersEndWithTheLoopContext(t *testing.T) {
 		t.Fatal("RunBackground did not return after its context ended")
 	}
 	if c, err := net.Dial("tcp4", "10.96.0.10:80"); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Error("the listener still accepts after the loop's context ended")
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -23,7 +23,7 @@ func tcpBackend(t *testing.T, name string) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -31,15 +31,19 @@ func tcpBackend(t *testing.T, name string) netip.AddrPort {
 				return
 			}
 			go func() {
-				defer c.Close()
-				c.Write([]byte(name + "\n"))
+				defer func() { _ = c.Close() }()
+				if _, err := c.Write([]byte(name + "\n")); err != nil {
+					return
+				}
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
 					if err != nil {
 						return
 					}
-					c.Write([]byte(name + ":" + line))
+					if _, err := c.Write([]byte(name + ":" + line)); err != nil {
+						return
+					}
 				}
 			}()
 		}
@@ -54,7 +58,7 @@ func udpBackend(t *testing.T, name string) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	go func() {
 		buf := make([]byte, 2048)
 		for {
@@ -62,7 +66,9 @@ func udpBackend(t *testing.T, name string) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			c.WriteToUDPAddrPort([]byte(name+":"+string(buf[:n])), from)
+			if _, err := c.WriteToUDPAddrPort([]byte(name+":"+string(buf[:n])), from); err != nil {
+				return
+			}
 		}
 	}()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -80,7 +86,9 @@ func dialGreeting(t *testing.T, addr string) (net.Conn, *bufio.Reader, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
@@ -104,7 +112,7 @@ func TestTCPRelayRoundRobinAndEndpointChange(t *testing.T) {
 	seen := map[string]int{}
 	for range 4 {
 		conn, _, name := dialGreeting(t, addr)
-		conn.Close()
+		_ = conn.Close()
 		seen[name]++
 	}
 	if seen["a"] != 2 || seen["b"] != 2 {
@@ -120,19 +128,21 @@ func TestTCPRelayRoundRobinAndEndpointChange(t *testing.T) {
 			old, oldR = conn, r
 			break
 		}
-		conn.Close()
+		_ = conn.Close()
 	}
-	defer old.Close()
+	defer func() { _ = old.Close() }()
 	bal.update([]netip.AddrPort{c}, nil, 0)
 	l.pruneFlows()
 	for range 3 {
 		conn, _, name := dialGreeting(t, addr)
-		conn.Close()
+		_ = conn.Close()
 		if name != "c" {
 			t.Errorf("new connection after the change went to %s, want c", name)
 		}
 	}
-	old.Write([]byte("still there\n"))
+	if _, err := old.Write([]byte("still there\n")); err != nil {
+		t.Fatalf("writing to the existing connection after the endpoint change: %v", err)
+	}
 	if line, err := oldR.ReadString('\n'); err != nil || line != "a:still there\n" {
 		t.Errorf("existing connection after the endpoint change: %q, %v", line, err)
 	}
@@ -143,7 +153,7 @@ func TestTCPRelayTriesNextEndpointAndResetsWhenNoneAnswers(t *testing.T) {
 	// A port nothing listens on: dials are refused.
 	probe, _ := net.Listen("tcp4", "127.0.0.1:0")
 	dead := probe.Addr().(*net.TCPAddr).AddrPort()
-	probe.Close()
+	_ = probe.Close()
 	bal := newBalancer(clock.RealClock{})
 	bal.update([]netip.AddrPort{dead, good}, nil, 0)
 	key := listenerKey{proto: v1.ProtocolTCP, addr: netip.MustParseAddrPort("127.0.0.1:0")}
@@ -154,7 +164,7 @@ func TestTCPRelayTriesNextEndpointAndResetsWhenNoneAnswers(t *testing.T) {
 	defer l.stop()
 	for range 3 {
 		conn, _, name := dialGreeting(t, l.ln.Addr().String())
-		conn.Close()
+		_ = conn.Close()
 		if name != "good" {
 			t.Errorf("got %s, want good (the dead endpoint skipped)", name)
 		}
@@ -164,8 +174,10 @@ func TestTCPRelayTriesNextEndpointAndResetsWhenNoneAnswers(t *testing.T) {
 	// the first read must report it.
 	conn, err := net.Dial("tcp4", l.ln.Addr().String())
 	if err == nil {
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		defer func() { _ = conn.Close() }()
+		if err := conn.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		_, err = conn.Read(make([]byte, 1))
 	}
 	if err == nil || !strings.Contains(err.Error(), "reset") {
@@ -178,7 +190,9 @@ func udpExchange(t *testing.T, c *net.UDPConn, msg string) string {
 	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 2048)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -204,7 +218,7 @@ func TestUDPFlowsStickIdleOutAndFollowEndpointChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	first := udpExchange(t, client, "1")
 	backend := strings.Split(first, ":")[0]
 	// One flow: every datagram from the same client port reaches the same endpoint.
@@ -227,7 +241,7 @@ func TestUDPFlowsStickIdleOutAndFollowEndpointChanges(t *testing.T) {
 
 	// The flow's endpoint leaves: the next datagram goes to the remaining one.
 	udpExchange(t, client, "again")
-	var gone, stay netip.AddrPort = a, b
+	gone, stay := a, b
 	if strings.HasPrefix(udpExchange(t, client, "which"), "b:") {
 		gone, stay = b, a
 	}
@@ -248,12 +262,16 @@ func TestUDPFlowsStickIdleOutAndFollowEndpointChanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		clients = append(clients, c)
 	}
 	udpExchange(t, clients[0], "second")
-	clients[1].Write([]byte("third"))
-	clients[1].SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+	if _, err := clients[1].Write([]byte("third")); err != nil {
+		t.Fatal(err)
+	}
+	if err := clients[1].SetReadDeadline(time.Now().Add(150 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := clients[1].Read(make([]byte, 100)); err == nil {
 		t.Errorf("a third flow was relayed past the table limit of %d", env.maxUDPFlows)
 	}

@@ -50,9 +50,9 @@ func (l *tcpListener) setRoute(r *route) { l.route.Store(r) }
 func (l *tcpListener) stop() {
 	l.mu.Lock()
 	l.closed = true
-	l.ln.Close()
+	_ = l.ln.Close()
 	for c := range l.conns {
-		c.Close()
+		_ = c.Close()
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
@@ -74,7 +74,7 @@ func (l *tcpListener) acceptLoop() {
 			continue
 		}
 		if !l.track(c) {
-			c.Close()
+			_ = c.Close()
 			return
 		}
 		l.wg.Add(1)
@@ -116,8 +116,8 @@ func (l *tcpListener) serve(client *net.TCPConn) {
 		return
 	}
 	if !l.track(up) {
-		up.Close()
-		client.Close()
+		_ = up.Close()
+		_ = client.Close()
 		return
 	}
 	defer l.untrack(up)
@@ -155,21 +155,21 @@ func relayTCP(a, b *net.TCPConn) {
 	}()
 	pipe(a, b)
 	<-done
-	a.Close()
-	b.Close()
+	_ = a.Close()
+	_ = b.Close()
 }
 
 func pipe(dst, src *net.TCPConn) {
 	if _, err := io.Copy(dst, src); err != nil {
 		reset(dst)
-		src.Close()
+		_ = src.Close()
 		return
 	}
-	dst.CloseWrite()
+	_ = dst.CloseWrite()
 }
 
 // reset closes a connection with an RST instead of a FIN.
 func reset(c *net.TCPConn) {
-	c.SetLinger(0)
-	c.Close()
+	_ = c.SetLinger(0)
+	_ = c.Close()
 }

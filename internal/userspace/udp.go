@@ -68,9 +68,9 @@ func (l *udpListener) setRoute(r *route) { l.route.Store(r) }
 func (l *udpListener) stop() {
 	l.mu.Lock()
 	l.closed = true
-	l.conn.Close()
+	_ = l.conn.Close()
 	for _, f := range l.flows {
-		f.up.Close()
+		_ = f.up.Close()
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
@@ -86,7 +86,7 @@ func (l *udpListener) pruneFlows() {
 	for k, f := range l.flows {
 		if !bal.contains(f.endpoint) {
 			delete(l.flows, k)
-			f.up.Close()
+			_ = f.up.Close()
 		}
 	}
 }
@@ -182,7 +182,9 @@ func (l *udpListener) replyLoop(f *udpFlow) {
 		if !time.Now().Before(deadline) {
 			return
 		}
-		f.up.SetReadDeadline(deadline)
+		if err := f.up.SetReadDeadline(deadline); err != nil {
+			return // the flow's socket is closed
+		}
 		n, err := f.up.Read(buf)
 		if err != nil {
 			var ne net.Error
@@ -202,7 +204,7 @@ func (l *udpListener) replyLoop(f *udpFlow) {
 }
 
 func (l *udpListener) endFlow(f *udpFlow) {
-	f.up.Close()
+	_ = f.up.Close()
 	l.mu.Lock()
 	if l.flows[f.key] == f {
 		delete(l.flows, f.key)

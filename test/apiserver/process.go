@@ -18,7 +18,7 @@ func freePort(addr string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("free port on %s: %w", addr, err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 

@@ -236,7 +236,10 @@ func waitHTTP(p *proc.Process, client *http.Client, url, token string, timeout t
 	last := "no answer"
 	for time.Now().Before(deadline) {
 		if !p.Running() {
-			return fmt.Errorf("%s exited before %s was ready: %v", p.Name, url, p.Err())
+			if err := p.Err(); err != nil {
+				return fmt.Errorf("%s exited before %s was ready: %w", p.Name, url, err)
+			}
+			return fmt.Errorf("%s exited before %s was ready", p.Name, url)
 		}
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if token != "" {
@@ -244,7 +247,7 @@ func waitHTTP(p *proc.Process, client *http.Client, url, token string, timeout t
 		}
 		resp, err := client.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -303,7 +306,7 @@ func (s *Server) close(keep bool) {
 		etcd.Stop(stopGrace)
 	}
 	if s.removeWork && !keep {
-		os.RemoveAll(s.WorkDir)
+		_ = os.RemoveAll(s.WorkDir)
 	} else if s.WorkDir != "" && (api != nil || etcd != nil) {
 		s.logf("apiserver: logs kept in %s", s.WorkDir)
 	}
@@ -368,7 +371,7 @@ func (s *Server) WaitReady(ctx context.Context) error {
 		req.Header.Set("Authorization", "Bearer "+s.creds.adminToken)
 		resp, err := client.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -200,14 +199,4 @@ func (a *apiEnv) testNodeLabelChange(t *testing.T) {
 	t.Cleanup(func() { setZone("zone-a") })
 	took := waitBackends(t, a.pod, "node1 relabelled to zone-b", target, apiPropagation, "pod-b1")
 	t.Logf("Node label change reached the kernel in %v", took.Round(time.Millisecond))
-}
-
-// waitReady waits for the admin client to see the API server ready again.
-func (a *apiEnv) waitReady(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := a.srv.WaitReady(ctx); err != nil {
-		t.Fatalf("kube-apiserver not ready: %v", err)
-	}
 }

@@ -192,8 +192,11 @@ func (a *apiEnv) testStartWhileAPIServerDown(t *testing.T) {
 	t.Logf("kproxy synced and programmed a new Service %v after the API server came back", took.Round(time.Millisecond))
 	err = cluster.WaitFor(func() error {
 		code, body, err := a.node.HTTPStatus("127.0.0.1:10256", "/healthz", 2*time.Second)
-		if err != nil || code != 200 {
-			return fmt.Errorf("healthz %d %v %s", code, err, body)
+		if err != nil {
+			return fmt.Errorf("healthz: %w", err)
+		}
+		if code != 200 {
+			return fmt.Errorf("healthz %d %s", code, body)
 		}
 		return nil
 	}, 10*time.Second)

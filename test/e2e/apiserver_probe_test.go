@@ -34,7 +34,7 @@ func newNSProber(nsName string) (*nsProber, error) {
 }
 
 // Close releases the namespace handle.
-func (p *nsProber) Close() { p.h.Close() }
+func (p *nsProber) Close() { _ = p.h.Close() }
 
 // dial connects to target from inside the namespace.
 func (p *nsProber) dial(target string, timeout time.Duration) (net.Conn, error) {
@@ -44,7 +44,7 @@ func (p *nsProber) dial(target string, timeout time.Duration) (net.Conn, error) 
 		runtime.UnlockOSThread()
 		return nil, fmt.Errorf("current namespace: %w", err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }()
 	if err := netns.Set(p.h); err != nil {
 		runtime.UnlockOSThread()
 		return nil, fmt.Errorf("enter namespace %s: %w", p.name, err)
@@ -54,7 +54,7 @@ func (p *nsProber) dial(target string, timeout time.Duration) (net.Conn, error) 
 		// Leave the thread locked: Go ends a locked thread with its goroutine, so
 		// nothing else ever runs in the wrong namespace.
 		if c != nil {
-			c.Close()
+			_ = c.Close()
 		}
 		return nil, fmt.Errorf("leave namespace %s: %w", p.name, err)
 	}
@@ -80,7 +80,7 @@ func (p *nsProber) TCP(target string, timeout time.Duration) probe {
 		r.Error = classifyErr(err)
 		return r
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(deadline)
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
@@ -98,7 +98,7 @@ func (p *nsProber) HTTPStatus(hostPort, path string, timeout time.Duration) (int
 	if err != nil {
 		return 0, "", err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, hostPort); err != nil {
 		return 0, "", err

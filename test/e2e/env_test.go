@@ -188,14 +188,14 @@ func (e *env) setEndpoints(t *testing.T, svc cluster.Service, pods ...string) {
 
 // clusterIP is the Service's ClusterIP: the one in its manifest, or the one kproxy
 // allocated (read from its state directory, the same in every mode).
-func (e *env) clusterIP(t *testing.T, svc cluster.Service, port string) string {
+func (e *env) clusterIP(t *testing.T, svc cluster.Service) string {
 	t.Helper()
 	if svc.ClusterIP != "" {
 		return svc.ClusterIP
 	}
 	ip, err := e.c.WaitAllocatedIP(svc.Namespace+"/"+svc.Name, firstSync)
 	if err != nil {
-		t.Fatalf("allocated ClusterIP of %s: %v", svc.PortName(port), err)
+		t.Fatalf("allocated ClusterIP of %s: %v", svc.PortName(""), err)
 	}
 	return ip
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"strings"
-	"testing"
 
 	"github.com/kproxy/kproxy/test/e2e/cluster"
 )
@@ -18,13 +17,4 @@ func ipvsDump(e *env) string {
 		b.WriteString("$ " + strings.Join(cmd, " ") + "\n" + out)
 	}
 	return b.String()
-}
-
-// skipInIPVS skips a case that depends on semantics IPVS mode cannot carry; why names
-// the limitation (docs/ipvs.md lists them all).
-func skipInIPVS(t *testing.T, e *env, why string) {
-	t.Helper()
-	if e.mode == "ipvs" {
-		t.Skipf("not applicable in ipvs mode: %s", why)
-	}
 }

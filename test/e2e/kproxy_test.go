@@ -159,7 +159,7 @@ func testNodePortFromOutside(t *testing.T, e *env) {
 	requireBackends(t, "ext -> NodePort 30080", replies, allPods...)
 	requireMasqueradedByNode1(t, "ext -> NodePort 30080", replies)
 	// Its ClusterIP was allocated and reaches the same endpoints on targetPort 8080.
-	cip := e.clusterIP(t, svc, "http")
+	cip := e.clusterIP(t, svc)
 	fromPod := e.c.Request("pod-a1", "tcp", hostPort(cip, 80), 20)
 	requireAll(t, "pod-a1 -> web-np ClusterIP "+cip, fromPod)
 }
@@ -216,7 +216,7 @@ func testSessionAffinity(t *testing.T, e *env) {
 	e.dumpOnFailure(t, "sticky")
 	svc := cluster.Service{Namespace: ns, Name: "sticky", Ports: []cluster.ServicePort{httpPort}, ClientIPAffinity: true, AffinityTimeoutSeconds: 300}
 	e.apply(t, svc, allPods...)
-	target := hostPort(e.clusterIP(t, svc, "http"), 80)
+	target := hostPort(e.clusterIP(t, svc), 80)
 	e.waitAnswer(t, "pod-a1", "tcp", target, 5*time.Second)
 	for _, client := range []string{"pod-a1", "pod-a2", "node1", "ext"} {
 		replies := e.c.Request(client, "tcp", target, 30)
@@ -231,7 +231,7 @@ func testHairpin(t *testing.T, e *env) {
 	e.dumpOnFailure(t, "self")
 	svc := cluster.Service{Namespace: ns, Name: "self", Ports: []cluster.ServicePort{httpPort, dnsPort}}
 	e.apply(t, svc, "pod-a1")
-	cip := e.clusterIP(t, svc, "http")
+	cip := e.clusterIP(t, svc)
 	for _, proto := range []string{"tcp", "udp"} {
 		port := 80
 		if proto == "udp" {

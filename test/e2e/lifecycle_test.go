@@ -63,7 +63,7 @@ func testEndpointsScaledUp(t *testing.T, e *env) {
 	e.dumpOnFailure(t, "scale")
 	svc := cluster.Service{Namespace: ns, Name: "scale", Ports: []cluster.ServicePort{httpPort}}
 	e.apply(t, svc, "pod-b2")
-	target := hostPort(e.clusterIP(t, svc, "http"), 80)
+	target := hostPort(e.clusterIP(t, svc), 80)
 	e.waitAnswer(t, "pod-a1", "tcp", target, 5*time.Second)
 	before := e.c.Request("pod-a1", "tcp", target, 20)
 	requireAll(t, "scale with 1 endpoint", before)
@@ -157,7 +157,11 @@ func testMalformedManifest(t *testing.T, e *env) {
 	if err := e.c.WriteManifest(bad, "apiVersion: v1\nkind: Service\nmetadata: {name: broken\nspec: [ports\n"); err != nil {
 		t.Fatal(err)
 	}
-	defer e.c.RemoveManifest(bad)
+	defer func() {
+		if err := e.c.RemoveManifest(bad); err != nil {
+			t.Error(err)
+		}
+	}()
 	var errLine string
 	err := e.c.WaitFor(func() error {
 		for _, line := range strings.Split(e.proxy.Logs(), "\n") {
@@ -192,7 +196,7 @@ func testSIGKILLAndRestart(t *testing.T, e *env) {
 	e.requireRunning(t)
 	svc := cluster.Service{Namespace: ns, Name: "alloc", Type: "NodePort", Ports: []cluster.ServicePort{httpPort}}
 	e.apply(t, svc, "pod-a2", "pod-b1")
-	cip, np := e.clusterIP(t, svc, "http"), e.nodePort(t, svc, "http")
+	cip, np := e.clusterIP(t, svc), e.nodePort(t, svc, "http")
 	e.waitAnswer(t, "pod-a1", "tcp", hostPort(cip, 80), 5*time.Second)
 	t.Logf("alloc got ClusterIP %s and NodePort %d", cip, np)
 
@@ -220,7 +224,7 @@ func testSIGKILLAndRestart(t *testing.T, e *env) {
 	marker := cluster.Service{Namespace: ns, Name: "after-restart", ClusterIP: "10.96.0.80", Ports: []cluster.ServicePort{httpPort}}
 	e.apply(t, marker, "pod-a1")
 	e.waitAnswer(t, "pod-a1", "tcp", hostPort(marker.ClusterIP, 80), firstSync)
-	cip2, np2 := e.clusterIP(t, svc, "http"), e.nodePort(t, svc, "http")
+	cip2, np2 := e.clusterIP(t, svc), e.nodePort(t, svc, "http")
 	if cip2 != cip || np2 != np {
 		t.Errorf("after restart alloc has ClusterIP %s NodePort %d, want the same %s and %d as before (state dir %s: %v)",
 			cip2, np2, cip, np, e.c.StateDir, e.c.StateFiles())

@@ -48,7 +48,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(binDir)
+	defer func() { _ = os.RemoveAll(binDir) }()
 	if echoBin, err = cluster.GoBuild(root, "./test/echoserver", binDir); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
@@ -74,7 +74,9 @@ func environmentProblem() string {
 	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
 		return fmt.Sprintf("ip netns add does not work: %v: %s", err, out)
 	}
-	exec.Command("ip", "netns", "del", probe).Run()
+	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
+		return fmt.Sprintf("ip netns del does not work: %v: %s", err, out)
+	}
 	return ""
 }
 

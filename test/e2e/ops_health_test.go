@@ -197,7 +197,7 @@ func ownKubeProxyTable(t *testing.T, e *env) (func(), time.Time) {
 	release := func() {
 		if !released {
 			released = true
-			stdin.Close()
+			_ = stdin.Close()
 			_ = cmd.Wait()
 		}
 	}

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -287,13 +285,3 @@ func (e *env) expectFail(t *testing.T, from, proto, target, want string, opts ..
 // settle bounds how long a manifest change may take to show in the kernel's rules
 // (kproxy syncs within ~1 s; restarts and first syncs take longer).
 const settle = 6 * time.Second
-
-// onlyPods lists pods by name; a readable alias in expectations.
-func onlyPods(names ...string) []string { s := slices.Clone(names); slices.Sort(s); return s }
-
-func bracket(ip string) string {
-	if strings.Contains(ip, ":") {
-		return "[" + ip + "]"
-	}
-	return ip
-}

@@ -92,7 +92,7 @@ func (e *env) healthCode(ip string, port, want int) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("GET %s: %v (%s)", url, err, strings.TrimSpace(out))
+		return fmt.Errorf("GET %s: %w (%s)", url, err, strings.TrimSpace(out))
 	}
 	if code, _ := strconv.Atoi(strings.TrimSpace(out)); code != want {
 		return fmt.Errorf("GET %s: status %s, want %d", url, strings.TrimSpace(out), want)

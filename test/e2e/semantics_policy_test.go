@@ -22,7 +22,7 @@ var (
 // endpoint external traffic is dropped; the health check node port follows along.
 func testETPLocal(t *testing.T, e *env) {
 	s := svc("etp", "LoadBalancer", "10.96.1.1", svcPorts(31001, 31003),
-		withETPLocal(31002), withLBIngress("192.168.60.1"), withExternalIPs("192.168.70.1"))
+		withETPLocal(etpHealthCheckNodePort), withLBIngress("192.168.60.1"), withExternalIPs("192.168.70.1"))
 	e.putV4(t, s, readyEps(allPods...))
 	external := []string{hostPort(cluster.Node1IP, 31001), "192.168.60.1:80", "192.168.70.1:80"}
 	for _, target := range external {
@@ -36,12 +36,12 @@ func testETPLocal(t *testing.T, e *env) {
 		e.expect(t, "pod-a1", "tcp", target, allPods, sawFromPod("pod-a1"))
 	}
 	e.expect(t, "pod-a1", "tcp", "10.96.1.1:80", allPods, sawFromPod("pod-a1"))
-	e.requireHealth(t, 31002, 200, 2, 0)
+	e.requireHealth(t, 200, 2, 0)
 
 	// No local endpoint: external traffic is dropped (group L2), pods still reach all.
 	start := time.Now()
 	e.putV4(t, s, readyEps(node2Pods...))
-	e.requireHealth(t, 31002, 503, 0, time.Since(start))
+	e.requireHealth(t, 503, 0, time.Since(start))
 	for _, target := range external {
 		e.expectFail(t, "ext", "tcp", target, "timeout")
 		e.expect(t, "pod-a1", "tcp", target, node2Pods, sawUnmasqueraded("10.244.1.11"))
@@ -51,14 +51,14 @@ func testETPLocal(t *testing.T, e *env) {
 	// One local endpoint again: 200 with localEndpoints 1, at once.
 	start = time.Now()
 	e.putV4(t, s, readyEps("pod-a2", "pod-b1"))
-	e.requireHealth(t, 31002, 200, 1, time.Since(start))
+	e.requireHealth(t, 200, 1, time.Since(start))
 	e.expect(t, "ext", "tcp", external[0], []string{"pod-a2"}, sawUnmasqueraded(cluster.ExtIP))
 
 	// A terminating local endpoint does not count for the health check (upstream counts
 	// ready endpoints only), though traffic falls back to it.
 	start = time.Now()
 	e.putV4(t, s, []ep{{pod: "pod-a2", state: "terminating"}, {pod: "pod-b1"}})
-	e.requireHealth(t, 31002, 503, 0, time.Since(start))
+	e.requireHealth(t, 503, 0, time.Since(start))
 	e.expect(t, "ext", "tcp", external[0], []string{"pod-a2"}, sawUnmasqueraded(cluster.ExtIP))
 }
 
@@ -72,19 +72,22 @@ type healthBody struct {
 	ServiceProxyHealthy bool `json:"serviceProxyHealthy"`
 }
 
-// requireHealth polls the health check node port from ext until it answers code with
-// localEndpoints n, and fails if that took more than ~1 s after a change made
-// `already` ago (0: no change to time).
-func (e *env) requireHealth(t *testing.T, hcnp, code, n int, already time.Duration) {
+// etpHealthCheckNodePort is the health check node port of testETPLocal's Service.
+const etpHealthCheckNodePort = 31002
+
+// requireHealth polls the etp Service's health check node port from ext until it
+// answers code with localEndpoints n, and fails if that took more than ~1 s after a
+// change made `already` ago (0: no change to time).
+func (e *env) requireHealth(t *testing.T, code, n int, already time.Duration) {
 	t.Helper()
-	url := "http://" + hostPort(cluster.Node1IP, hcnp) + "/"
+	url := "http://" + hostPort(cluster.Node1IP, etpHealthCheckNodePort) + "/"
 	start := time.Now()
 	var last string
 	err := e.c.WaitFor(func() error {
 		out, err := e.c.Exec("ext", "curl", "-s", "-m", "1", "-w", "\n%{http_code}", url)
 		last = out
 		if err != nil {
-			return fmt.Errorf("curl %s: %v", url, err)
+			return fmt.Errorf("curl %s: %w", url, err)
 		}
 		body, status, _ := strings.Cut(strings.TrimSpace(out), "\n")
 		if c, _ := strconv.Atoi(strings.TrimSpace(status)); c != code {
@@ -92,7 +95,7 @@ func (e *env) requireHealth(t *testing.T, hcnp, code, n int, already time.Durati
 		}
 		var h healthBody
 		if err := json.Unmarshal([]byte(body), &h); err != nil {
-			return fmt.Errorf("GET %s: body %q: %v", url, body, err)
+			return fmt.Errorf("GET %s: body %q: %w", url, body, err)
 		}
 		if h.Service.Namespace != semNS || h.Service.Name != "etp" || h.LocalEndpoints != n || !h.ServiceProxyHealthy {
 			return fmt.Errorf("GET %s: body %+v, want service %s/etp, localEndpoints %d, serviceProxyHealthy true", url, h, semNS, n)

@@ -141,8 +141,11 @@ func (e *env) waitSynced(t *testing.T) {
 			return fmt.Errorf("kproxy exited:\n%s", tail(e.proxy.Logs(), 30))
 		}
 		out, err := e.c.Exec(cluster.KproxyNode, "curl", "-s", "-m", "1", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:10256/healthz")
-		if err != nil || strings.TrimSpace(out) != "200" {
-			return fmt.Errorf("healthz: %q %v", out, err)
+		if err != nil {
+			return fmt.Errorf("healthz: %q %w", out, err)
+		}
+		if strings.TrimSpace(out) != "200" {
+			return fmt.Errorf("healthz: %q", out)
 		}
 		return e.check("pod-a1", "tcp", canaryTarget, 1, []string{"pod-b1"}, nil)
 	}, firstSync)

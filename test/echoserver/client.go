@@ -65,7 +65,7 @@ func clientMain(args []string) error {
 	var udpConn net.Conn // shared socket when the UDP source port is fixed
 	defer func() {
 		if udpConn != nil {
-			udpConn.Close()
+			_ = udpConn.Close()
 		}
 	}()
 	for i := 0; i < o.count; i++ {
@@ -96,7 +96,7 @@ func clientMain(args []string) error {
 				break
 			}
 			r = udpExchange(c, o.timeout)
-			c.Close()
+			_ = c.Close()
 		}
 		r.Ms = float64(time.Since(start).Microseconds()) / 1000
 		if err := out.Encode(r); err != nil {
@@ -116,7 +116,7 @@ func tcpRequest(o clientOpts, local net.Addr) Reply {
 	if err != nil {
 		return Reply{Error: classify(err)}
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(o.timeout))
 	return readAnswer(c)
 }

@@ -15,7 +15,7 @@ func TestTCPAnswerNamesBackendAndSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	go serveTCP(l, "pod-x", quiet)
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0}
 	r := tcpRequest(clientOpts{target: l.Addr().String(), timeout: time.Second}, local)
@@ -33,7 +33,7 @@ func TestUDPFixedSourcePortIsSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	defer func() { _ = pc.Close() }()
 	go serveUDP(pc, "pod-u", quiet)
 	// Pick a free port for the client, then reuse it for two exchanges on one socket.
 	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -41,12 +41,12 @@ func TestUDPFixedSourcePortIsSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := probe.LocalAddr().(*net.UDPAddr).Port
-	probe.Close()
+	_ = probe.Close()
 	c, err := dial("udp", pc.LocalAddr().String(), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	for i := 0; i < 2; i++ {
 		r := udpExchange(c, time.Second)
 		if r.Backend != "pod-u" || r.Seen != c.LocalAddr().String() {
@@ -61,7 +61,7 @@ func TestClosedPortsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close()
 	if r := tcpRequest(clientOpts{target: addr, timeout: time.Second}, nil); r.Error != "refused" {
 		t.Errorf("TCP to closed %s: got %+v, want refused", addr, r)
 	}
@@ -70,12 +70,12 @@ func TestClosedPortsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	uaddr := pc.LocalAddr().String()
-	pc.Close()
+	_ = pc.Close()
 	c, err := dial("udp", uaddr, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if r := udpExchange(c, time.Second); r.Error != "refused" {
 		t.Errorf("UDP to closed %s: got %+v, want refused (ICMP port unreachable)", uaddr, r)
 	}
@@ -86,12 +86,12 @@ func TestSilentPeerTimesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	defer func() { _ = pc.Close() }()
 	c, err := dial("udp", pc.LocalAddr().String(), nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if r := udpExchange(c, 200*time.Millisecond); r.Error != "timeout" {
 		t.Errorf("got %+v, want timeout", r)
 	}

@@ -190,7 +190,7 @@ func sctpRequest(o clientOpts) Reply {
 	if err != nil {
 		return Reply{Error: "other: " + err.Error()}
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	if o.sourceIP != "" {
 		src, err := netip.ParseAddr(o.sourceIP)
 		if err != nil {

@@ -96,7 +96,7 @@ func serveTCP(l net.Listener, name string, logger *log.Logger) {
 			return
 		}
 		go func() {
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			if _, err := conn.Write(answer(name, conn.RemoteAddr())); err != nil {
 				logger.Printf("write to %s: %v", conn.RemoteAddr(), err)
 			}

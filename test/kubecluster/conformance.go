@@ -44,7 +44,7 @@ func (c *Cluster) RunE2E(o E2EOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	if o.Procs == 0 {
 		o.Procs = 4
 	}
@@ -79,8 +79,11 @@ func (c *Cluster) RunE2E(o E2EOptions) (*Summary, error) {
 	cmd.Dir = o.ReportDir
 	runErr := cmd.Run()
 	s, err := ReadJUnit(filepath.Join(o.ReportDir, "junit.xml"))
+	if err != nil && runErr != nil {
+		return nil, fmt.Errorf("e2e.test: %w; no report: %w", runErr, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("e2e.test: %v; no report: %w", runErr, err)
+		return nil, fmt.Errorf("e2e.test: no report: %w", err)
 	}
 	s.Label = o.Label
 	if err := os.WriteFile(filepath.Join(o.ReportDir, "summary.md"), []byte(s.Markdown()), 0o644); err != nil {

@@ -118,7 +118,7 @@ func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last: %v)", what, ctx.Err(), err)
+			return fmt.Errorf("%s: %w (last: %w)", what, ctx.Err(), err)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

@@ -39,7 +39,7 @@ func newNSDialer(ns string) (*nsDialer, error) {
 			ready <- fmt.Errorf("namespace %s: %w", ns, err)
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			ready <- fmt.Errorf("enter namespace %s: %w", ns, err)
 			return
@@ -70,7 +70,7 @@ func (d *nsDialer) DialContext(ctx context.Context, network, addr string) (net.C
 	case <-ctx.Done():
 		go func() {
 			if res := <-r.reply; res.conn != nil {
-				res.conn.Close()
+				_ = res.conn.Close()
 			}
 		}()
 		return nil, ctx.Err()

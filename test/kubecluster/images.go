@@ -73,7 +73,7 @@ func ProxyPackages(repo string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var pkgs []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -244,7 +244,7 @@ func (c *Cluster) rootfs(packages []string) (string, error) {
 		DebianSuite, tmp, sources,
 	}
 	if out, err := exec.Command("mmdebstrap", args...).CombinedOutput(); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("mmdebstrap: %w\n%s", err, lastLines(string(out), 20))
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -171,7 +171,7 @@ func unmountUnder(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var points []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -52,7 +53,7 @@ func DecodeManifests(dir string) ([]runtime.Object, error) {
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
 		for i := 0; ; i++ {
 			doc, err := r.Read()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

@@ -29,17 +29,20 @@ func Start(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s log: %w", name, err)
 	}
-	fmt.Fprintf(f, "\n==== %s starting at %s\n", name, time.Now().Format(time.RFC3339Nano))
+	if _, err := fmt.Fprintf(f, "\n==== %s starting at %s\n", name, time.Now().Format(time.RFC3339Nano)); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s log: %w", name, err)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		f.Close()
+		_ = f.Close()
 		close(p.done)
 	}()
 	return p, nil

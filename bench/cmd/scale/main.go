@@ -7,7 +7,6 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -67,11 +66,10 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	var b bytes.Buffer
-	rep.Markdown(&b)
-	fmt.Print(b.String())
+	md := rep.Markdown()
+	fmt.Print(md)
 	if *out != "" && *out != "-" {
-		if err := os.WriteFile(*out, b.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
 			fail(err)
 		}
 		fmt.Fprintf(os.Stderr, "results written to %s\n", *out)

@@ -99,12 +99,13 @@ func endpointSlice(ns, name, svc string) *discovery.EndpointSlice {
 	}
 }
 
-func node(name string) *v1.Node {
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, ManagedFields: managed}}
+// node is node1, the Node the Source runs on.
+func node() *v1.Node {
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", ManagedFields: managed}}
 }
 
 // start runs a Source on client until the test ends.
-func start(t *testing.T, client *fake.Clientset, rec *recorder) (*Source, chan error, context.CancelFunc) {
+func start(t *testing.T, client *fake.Clientset, rec *recorder) (*Source, chan error) {
 	t.Helper()
 	s := newWithClient(Options{NodeName: "node1", ResyncPeriod: time.Hour}, client, "fake", rec)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -113,22 +114,25 @@ func start(t *testing.T, client *fake.Clientset, rec *recorder) (*Source, chan e
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
 		case <-time.After(5 * time.Second):
 			t.Error("Run did not return within 5s of its context ending")
 		}
 	})
-	return s, done, cancel
+	return s, done
 }
 
 func TestInitialStateThenSynced(t *testing.T) {
 	client := fake.NewClientset(
 		service("default", "web"),
 		endpointSlice("default", "web-abc", "web"),
-		node("node1"),
+		node(),
 	)
 	rec := &recorder{}
-	s, _, _ := start(t, client, rec)
+	s, _ := start(t, client, rec)
 	rec.waitFor(t, "svc+ default/web", "eps+ default/web-abc", "node+ node1")
 	deadline := time.Now().Add(5 * time.Second)
 	for !s.Synced() && time.Now().Before(deadline) {
@@ -149,9 +153,9 @@ func TestInitialStateThenSynced(t *testing.T) {
 }
 
 func TestChangesAfterSync(t *testing.T) {
-	client := fake.NewClientset(service("default", "web"), node("node1"))
+	client := fake.NewClientset(service("default", "web"), node())
 	rec := &recorder{}
-	s, _, _ := start(t, client, rec)
+	s, _ := start(t, client, rec)
 	rec.waitFor(t, "svc+ default/web", "node+ node1")
 	waitSynced(t, s)
 	ctx := context.Background()
@@ -166,7 +170,7 @@ func TestChangesAfterSync(t *testing.T) {
 	if err := client.DiscoveryV1().EndpointSlices("default").Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	n := node("node1")
+	n := node()
 	n.Labels = map[string]string{"topology.kubernetes.io/zone": "z1"}
 	if _, err := client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -231,7 +235,7 @@ func TestSelectors(t *testing.T) {
 		return false, nil, nil
 	})
 	rec := &recorder{}
-	s, _, _ := start(t, client, rec)
+	s, _ := start(t, client, rec)
 	waitSynced(t, s)
 	mu.Lock()
 	defer mu.Unlock()
@@ -250,7 +254,7 @@ func TestSelectors(t *testing.T) {
 // TestUnreachableAtStart: while every list fails, the handler hears nothing and
 // OnSynced is never called; once the lists work, the source syncs without restarting.
 func TestUnreachableAtStart(t *testing.T) {
-	client := fake.NewClientset(service("default", "web"), node("node1"))
+	client := fake.NewClientset(service("default", "web"), node())
 	var mu sync.Mutex
 	down := true
 	failures := 0
@@ -264,7 +268,7 @@ func TestUnreachableAtStart(t *testing.T) {
 		return false, nil, nil
 	})
 	rec := &recorder{}
-	s, done, _ := start(t, client, rec)
+	s, done := start(t, client, rec)
 	time.Sleep(1500 * time.Millisecond)
 	events, synced, _, _ := rec.snapshot()
 	if len(events) != 0 || synced != 0 || s.Synced() {

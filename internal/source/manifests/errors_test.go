@@ -35,7 +35,9 @@ func TestMalformedFileCostsNothing(t *testing.T) {
 	writeFile(t, dir, "c.yaml", service("c", "  ports: [{port: 80}]\n"))
 	waitFor(t, "c", func() bool { return r.rec.service("default/c") != nil })
 	// Removing the broken file clears the error.
-	os.Remove(filepath.Join(dir, "broken.yaml"))
+	if err := os.Remove(filepath.Join(dir, "broken.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "the error to clear", func() bool { return len(r.src.Errors()) == 0 })
 }
 
@@ -71,7 +73,9 @@ func TestRemovalDeletesAndReleases(t *testing.T) {
 	ip, nodePort := netip.MustParseAddr(b.Spec.ClusterIP), int(b.Spec.Ports[0].NodePort)
 	n := len(r.rec.callLog())
 
-	os.Remove(filepath.Join(dir, "b.yaml"))
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "b's deletion", func() bool { return r.rec.service("default/b") == nil })
 	if calls := r.rec.callsSince(n); !slices.Equal(calls, []string{"delete service default/b"}) {
 		t.Errorf("calls %v, want only b's deletion", calls)
@@ -87,7 +91,9 @@ func TestRemovalDeletesAndReleases(t *testing.T) {
 	waitFor(t, "c", func() bool { return r.rec.service("default/c") != nil })
 
 	n = len(r.rec.callLog())
-	os.Remove(filepath.Join(dir, "a.yaml"))
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "a.yaml's objects to go", func() bool { return len(r.rec.callsSince(n)) == 3 })
 	calls := r.rec.callsSince(n)
 	slices.Sort(calls)

@@ -108,17 +108,16 @@ func start(t *testing.T, opts Options) *running {
 	return &running{src: src, rec: rec, stop: stop}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	begin := time.Now()
 	for time.Since(begin) < 5*time.Second {
 		if cond() {
-			return time.Since(begin)
+			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
-	return 0
 }
 
 // writeFile writes a manifest the way editors do: a temp file renamed into place.

@@ -41,7 +41,7 @@ func (r *reconciliation) reject(p *parsedObject, err error) {
 	r.rejected[p.key] = true
 	r.problems = append(r.problems, problem{
 		id:  "object " + p.key.String(),
-		err: fmt.Errorf("%s: %v (%s)", p.key, err, p.loc),
+		err: fmt.Errorf("%s: %w (%s)", p.key, err, p.loc),
 	})
 }
 
@@ -71,7 +71,7 @@ func (s *Source) reconcile() {
 		for i := range f.objects {
 			p := &f.objects[i]
 			if p.key.name == "" {
-				r.problems = append(r.problems, problem{id: "object at " + p.loc.String(), err: fmt.Errorf("%s: %v", p.loc, p.err)})
+				r.problems = append(r.problems, problem{id: "object at " + p.loc.String(), err: fmt.Errorf("%s: %w", p.loc, p.err)})
 				continue
 			}
 			if p.key.kind == kindNode && p.key.name != s.opts.NodeName {

@@ -46,9 +46,7 @@ func planService(svc *v1.Service, families []model.Family) (*servicePlan, error)
 	if err := p.planIPs(families); err != nil {
 		return nil, err
 	}
-	if err := p.planNodePorts(); err != nil {
-		return nil, err
-	}
+	p.planNodePorts()
 	return p, nil
 }
 
@@ -145,7 +143,7 @@ func (p *servicePlan) planIPs(families []model.Family) error {
 // planNodePorts asks for a nodePort per port of NodePort and LoadBalancer Services
 // (unless allocateLoadBalancerNodePorts is false), and a healthCheckNodePort for
 // LoadBalancers with externalTrafficPolicy Local.
-func (p *servicePlan) planNodePorts() error {
+func (p *servicePlan) planNodePorts() {
 	spec := &p.svc.Spec
 	wantNodePorts := spec.Type == v1.ServiceTypeNodePort ||
 		(spec.Type == v1.ServiceTypeLoadBalancer && (spec.AllocateLoadBalancerNodePorts == nil || *spec.AllocateLoadBalancerNodePorts))
@@ -166,7 +164,6 @@ func (p *servicePlan) planNodePorts() error {
 		p.explicit = p.explicit || spec.HealthCheckNodePort != 0
 		p.req.Ports = append(p.req.Ports, allocator.PortRequest{Key: healthCheckKey, Port: int(spec.HealthCheckNodePort)})
 	}
-	return nil
 }
 
 // apply writes what the allocator granted into the Service.

@@ -112,13 +112,13 @@ func (s *Source) Errors() []error {
 // until ctx ends. It returns an error only when the directory cannot be read or
 // watched at start. It logs to ctx's logger.
 func (s *Source) Run(ctx context.Context) error {
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	logger := klog.FromContext(ctx)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	// Watch before the first read, so a change during it is not missed.
 	if err := w.Add(s.opts.Dir); err != nil {
 		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)

@@ -193,7 +193,9 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 	// A Service that is gone at restart gives its address back.
 	r2.stop()
-	os.Remove(filepath.Join(dir, "b.yaml"))
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	r3 := start(t, defaultOptions(dir, state))
 	if owners := r3.src.alloc.Owners(); !slices.Equal(owners, []string{"default/web", "kube-system/dns"}) {
 		t.Errorf("owners after prod/lb's file went: %v", owners)
@@ -226,7 +228,9 @@ func TestWatchLatency(t *testing.T) {
 	}
 	// A removal.
 	begin = time.Now()
-	os.Remove(filepath.Join(dir, "b.yaml"))
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "b to go", func() bool { return r.rec.service("default/b") == nil })
 	if d := time.Since(begin); d > time.Second {
 		t.Errorf("a removal took %v to show", d)

@@ -114,7 +114,7 @@ func validateService(svc *v1.Service) error {
 	if p := spec.InternalTrafficPolicy; p != nil && *p != v1.ServiceInternalTrafficPolicyCluster && *p != v1.ServiceInternalTrafficPolicyLocal {
 		bad("spec.internalTrafficPolicy: unsupported value %q", *p)
 	}
-	if spec.HealthCheckNodePort != 0 && !(spec.Type == v1.ServiceTypeLoadBalancer && spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal) {
+	if spec.HealthCheckNodePort != 0 && (spec.Type != v1.ServiceTypeLoadBalancer || spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal) {
 		bad("spec.healthCheckNodePort: may only be set when type is LoadBalancer and externalTrafficPolicy is Local")
 	}
 	for i, ing := range svc.Status.LoadBalancer.Ingress {

@@ -189,7 +189,7 @@ func (c *Cluster) Close() {
 		}
 	}
 	if c.removeDir && !keep {
-		os.RemoveAll(c.WorkDir)
+		_ = os.RemoveAll(c.WorkDir)
 	} else if c.WorkDir != "" {
 		c.log.Logf("cluster: work dir with logs kept at %s", c.WorkDir)
 	}

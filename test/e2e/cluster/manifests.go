@@ -211,17 +211,17 @@ func (c *Cluster) WriteManifest(name, content string) error {
 		return fmt.Errorf("cluster: manifest %s: %w", name, err)
 	}
 	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("cluster: manifest %s: %w", name, err)
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("cluster: manifest %s: %w", name, err)
 	}
 	dst := filepath.Join(c.ManifestDir, manifestFile(name))
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		os.Remove(tmp.Name())
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("cluster: manifest %s: %w", name, err)
 	}
 	return nil

@@ -31,13 +31,13 @@ func (c *Cluster) StartProcess(ns, label, bin string, args ...string) (*Process,
 	cmd := exec.Command("ip", full...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("cluster: start %s in %s: %w", bin, c.NS(ns), err)
 	}
 	p := &Process{Name: label, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		f.Close()
+		_ = f.Close()
 		close(p.done)
 	}()
 	c.mu.Lock()
@@ -77,12 +77,12 @@ func (p *Process) Stop() error {
 		return p.err
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.Wait(10 * time.Second); p.Running() {
+	err := p.Wait(10 * time.Second)
+	if p.Running() {
 		p.Kill()
-		return fmt.Errorf("%s did not stop on SIGTERM: %v", p.Name, err)
-	} else {
-		return err
+		return fmt.Errorf("%s did not stop on SIGTERM: %w", p.Name, err)
 	}
+	return err
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.

@@ -8,6 +8,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,7 +74,11 @@ func run(kproxyBin, echoBin, examples string, count int) error {
 	if err != nil {
 		return err
 	}
-	defer proxy.Stop()
+	defer func() {
+		if err := proxy.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping kproxy: %v\n", err)
+		}
+	}()
 
 	flows := []flow{
 		{"ClusterIP web 10.96.0.10:80 from pod-a1", "pod-a1", "10.96.0.10:80"},
@@ -95,7 +100,9 @@ func run(kproxyBin, echoBin, examples string, count int) error {
 	}
 	for _, f := range flows {
 		replies := c.Request(f.from, "tcp", f.target, count)
-		printTable(f, replies)
+		if err := printTable(f, replies); err != nil {
+			return err
+		}
 	}
 	fmt.Println("pod IPs: pod-a1 10.244.1.11, pod-a2 10.244.1.12 (node1); pod-b1 10.244.2.11, pod-b2 10.244.2.12 (node2)")
 	fmt.Println("node1 is 192.168.50.1 (10.244.1.1 towards its pods), ext is 192.168.50.100")
@@ -119,10 +126,10 @@ func copyManifests(from, to string) error {
 	return nil
 }
 
-func printTable(f flow, replies []cluster.Reply) {
+func printTable(f flow, replies []cluster.Reply) error {
 	fmt.Printf("\n%s: %d requests\n", f.title, len(replies))
-	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "  endpoint\tnode\tanswers\tsource address seen")
+	var b strings.Builder
+	fmt.Fprintln(&b, "  endpoint\tnode\tanswers\tsource address seen")
 	spread, seen := cluster.Spread(replies), cluster.SeenIPs(replies)
 	names := make([]string, 0, len(spread))
 	for n := range spread {
@@ -130,10 +137,14 @@ func printTable(f flow, replies []cluster.Reply) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %s\t%s\t%d\t%s\n", n, cluster.PodByName(n).Node, spread[n], strings.Join(seen[n], ", "))
+		fmt.Fprintf(&b, "  %s\t%s\t%d\t%s\n", n, cluster.PodByName(n).Node, spread[n], strings.Join(seen[n], ", "))
 	}
 	for e, n := range cluster.Errors(replies) {
-		fmt.Fprintf(w, "  (failed: %s)\t\t%d\t\n", e, n)
+		fmt.Fprintf(&b, "  (failed: %s)\t\t%d\t\n", e, n)
 	}
-	w.Flush()
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	return w.Flush()
 }

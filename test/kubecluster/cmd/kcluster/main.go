@@ -71,8 +71,8 @@ func up(cfg kubecluster.Config) error {
 	defer stop()
 	c := kubecluster.New(cfg)
 	ready, failed := filepath.Join(cfg.WorkDir, "ready"), filepath.Join(cfg.WorkDir, "failed")
-	os.Remove(ready)
-	os.Remove(failed)
+	_ = os.Remove(ready)
+	_ = os.Remove(failed)
 	err := c.Up(ctx)
 	if err != nil {
 		_ = os.WriteFile(failed, []byte(err.Error()+"\n"), 0o644)
@@ -84,7 +84,7 @@ func up(cfg kubecluster.Config) error {
 	if derr := c.Down(); derr != nil {
 		cfg.Log("down: %v", derr)
 	}
-	os.Remove(ready)
+	_ = os.Remove(ready)
 	return err
 }
 
