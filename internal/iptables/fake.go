@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	restore "github.com/kproxy/kproxy/internal/iptables/words"
 	"github.com/kproxy/kproxy/internal/model"
 )
 
@@ -124,9 +125,9 @@ func (f *Fake) Restore(data []byte) error {
 				return fmt.Errorf("iptables fake: line %d: %w", n, err)
 			}
 		default:
-			words, err := restoreWords(line)
+			ws, err := restore.Split(line)
 			if err == nil {
-				err = f.command(tx, words)
+				err = f.command(tx, ws)
 			}
 			if err != nil {
 				return fmt.Errorf("iptables fake: line %d (%s): %w", n, line, err)

@@ -482,37 +482,3 @@ func saveString(s string) string {
 	return b.String()
 }
 
-// restoreWords splits a restore line into words as iptables-restore does: blanks
-// separate words, double quotes group them, and a backslash inside quotes escapes the
-// next character.
-func restoreWords(line string) ([]string, error) {
-	var out []string
-	var cur strings.Builder
-	inWord, inQuote := false, false
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case inQuote && c == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-		case c == '"':
-			inQuote, inWord = !inQuote, true
-		case (c == ' ' || c == '\t') && !inQuote:
-			if inWord {
-				out = append(out, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inQuote {
-		return nil, fmt.Errorf("unterminated quote")
-	}
-	if inWord {
-		out = append(out, cur.String())
-	}
-	return out, nil
-}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/kproxy/kproxy/internal/iptables/words"
 )
 
 // iptDump is an iptables-save dump (or iptables-restore input): tables of chains.
@@ -125,9 +127,9 @@ func (t *iptTable) chain(name string) *iptChain {
 
 // parseIPTablesRule splits "-A CHAIN ..." into matches and target.
 func parseIPTablesRule(line string) (*iptRule, error) {
-	toks, err := splitQuoted(line)
+	toks, err := words.Split(line)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rule %q: %w", line, err)
 	}
 	if len(toks) < 2 {
 		return nil, fmt.Errorf("rule %q has no chain", line)
@@ -222,40 +224,4 @@ func takeValues(toks []string, i int, o *iptOpt) int {
 		o.vals = append(o.vals, toks[i])
 	}
 	return i
-}
-
-// splitQuoted splits a line into words the way iptables-save quotes them: double
-// quotes group words, and a backslash escapes the next character.
-func splitQuoted(line string) ([]string, error) {
-	var out []string
-	var cur strings.Builder
-	inWord, inQuote := false, false
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case c == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-			inWord = true
-		case c == '"':
-			inQuote = !inQuote
-			inWord = true
-		case (c == ' ' || c == '\t') && !inQuote:
-			if inWord {
-				out = append(out, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inQuote {
-		return nil, fmt.Errorf("unterminated quote in %q", line)
-	}
-	if inWord {
-		out = append(out, cur.String())
-	}
-	return out, nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/internal/iptables/words"
 )
 
 // These tests load rulesets into a real kernel, in a network namespace of their own,
@@ -121,7 +123,7 @@ func TestLiveIPTables(t *testing.T) {
 	runStdin(t, ns, string(referenceWorldRuleset()), "iptables-restore", "--noflush")
 	for _, table := range []string{"nat", "filter"} {
 		for _, line := range standardJumps[table] {
-			args, err := splitQuoted(line)
+			args, err := words.Split(line)
 			if err != nil {
 				t.Fatal(err)
 			}

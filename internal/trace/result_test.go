@@ -96,25 +96,6 @@ func TestPacketValidation(t *testing.T) {
 	}
 }
 
-func TestSplitQuoted(t *testing.T) {
-	got, err := splitQuoted(`-A X -m comment --comment "a \"b\" c" -j Y`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"-A", "X", "-m", "comment", "--comment", `a "b" c`, "-j", "Y"}
-	if len(got) != len(want) {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("got %q, want %q", got, want)
-		}
-	}
-	if _, err := splitQuoted(`-A X --comment "open`); err == nil {
-		t.Error("unterminated quote accepted")
-	}
-}
-
 // Matches the tracer does not know are reported and do not match.
 func TestUnknownMatchIsNoted(t *testing.T) {
 	dump := []byte("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n" +
