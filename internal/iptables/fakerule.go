@@ -481,4 +481,3 @@ func saveString(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
-
