@@ -11,7 +11,7 @@
 #
 # Needs root. Installs containerd, runc, the CNI plugins and mmdebstrap from Debian's
 # packages, builds the Kubernetes binaries once (hack/build-tools.sh cluster: about
-# 25 minutes cold, cached) and the images (cached root filesystems). The cluster lives
+# an hour cold on two cores, cached) and the images (cached root filesystems). The cluster lives
 # in $KPROXY_CLUSTER_DIR (default /var/lib/kproxy-cluster): logs/ has every
 # component's log. The root filesystems outlive it in $KPROXY_CLUSTER_CACHE (default
 # /var/cache/kproxy-cluster).
