@@ -106,7 +106,7 @@ func (p *proxyProc) peakRSS() (int64, error) {
 // whole run, from the rusage wait4 reports (self plus reaped children).
 func (p *proxyProc) stop() (time.Duration, error) {
 	_ = p.proc.Stop() // kube-proxy exits with "terminated": not an error here
-	st := p.proc.Cmd().ProcessState
+	st := p.proc.State()
 	if st == nil {
 		return 0, fmt.Errorf("bench: %s-%s: no exit status", p.impl, p.mode)
 	}

@@ -35,6 +35,14 @@ type mode struct {
 	removeLeftovers func(next string)
 	// cleanup removes everything of the mode (--cleanup).
 	cleanup func() error
+	// primaryNodePorts: NodePorts answer on the node's primary address by default
+	// (nodePortAddresses unset), as upstream's nftables mode does; otherwise on all.
+	primaryNodePorts bool
+	// ownsNodePorts: the mode's own sockets hold the NodePorts (userspace), so no
+	// reservation socket may, or it would answer for Services without endpoints.
+	ownsNodePorts bool
+	// countsSyncFailures: failed syncs count in kubeproxy_sync_proxy_rules_nftables_sync_failures_total.
+	countsSyncFailures bool
 }
 
 // modes lists every mode, in the order --cleanup removes them: IPVS first, because its
@@ -47,10 +55,12 @@ func modes() []mode {
 		{name: "iptables", families: ip6tablesFamilies, build: iptablesBackends,
 			removeLeftovers: removeIPTablesLeftovers, cleanup: cleanupIPTables},
 		{name: "nftables", families: nftablesFamilies, build: nftablesBackends,
-			removeLeftovers: func(string) { removeNFTablesLeftovers() }, cleanup: cleanupNFTables},
+			removeLeftovers: func(string) { removeNFTablesLeftovers() }, cleanup: cleanupNFTables,
+			primaryNodePorts: true, countsSyncFailures: true},
 		{name: "userspace", families: kernelFamilies, build: userspaceBackends,
 			removeLeftovers: func(string) { logErr(userspace.Cleanup(""), "Removing userspace-mode leftovers failed") },
-			cleanup:         func() error { return userspace.Cleanup("") }},
+			cleanup:         func() error { return userspace.Cleanup("") },
+			ownsNodePorts:   true},
 	}
 }
 

@@ -45,8 +45,7 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	// nftables mode answers NodePorts on the primary address by default, like upstream.
-	selector, err := nodeaddr.Parse(cfg.NodePortAddresses, cfg.Mode == "nftables")
+	selector, err := nodeaddr.Parse(cfg.NodePortAddresses, proxyMode.primaryNodePorts)
 	if err != nil {
 		return err
 	}
@@ -86,14 +85,12 @@ func run(cfg *config.Config) error {
 		// or a few execs (iptables-legacy), and a flushed node drops Service traffic.
 		FlushCheckInterval: 200 * time.Millisecond,
 		Conntrack:          conntrack.NewCleaner(),
-		SyncFailed:         syncFailureMetric(cfg.Mode, backends, m),
+		SyncFailed:         syncFailureMetric(proxyMode, backends, m),
 		ResolveNode:        node.Resolve,
 		Clock:              clk,
 		AfterSync: func(_ context.Context, snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
-			// userspace mode's own listeners hold the NodePorts; a reservation
-			// socket would answer for Services without endpoints and block them.
-			if cfg.Mode != "userspace" {
+			if !proxyMode.ownsNodePorts {
 				nodePorts.Sync(portreserve.FromSnapshot(snap))
 			}
 		},
@@ -130,10 +127,11 @@ func run(cfg *config.Config) error {
 	}
 }
 
-// syncFailureMetric counts failed syncs in the mode's own metric; iptables mode counts
-// its failed restores inside the backend, which knows full from partial restores.
-func syncFailureMetric(mode string, backends []proxy.Backend, m *metrics.Metrics) func(model.Family, bool, error) {
-	if mode != "nftables" {
+// syncFailureMetric counts failed syncs in the mode's own metric, for the modes that
+// have one; iptables mode counts its failed restores inside the backend, which knows
+// full from partial restores.
+func syncFailureMetric(pm mode, backends []proxy.Backend, m *metrics.Metrics) func(model.Family, bool, error) {
+	if !pm.countsSyncFailures {
 		return nil
 	}
 	for _, b := range backends {

@@ -200,7 +200,7 @@ func testSIGKILLAndRestart(t *testing.T, e *env) {
 	e.waitAnswer(t, "pod-a1", "tcp", hostPort(cip, 80), 5*time.Second)
 	t.Logf("alloc got ClusterIP %s and NodePort %d", cip, np)
 
-	if err := e.proxy.Cmd().Process.Signal(syscall.SIGKILL); err != nil {
+	if err := e.proxy.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.proxy.Wait(30 * time.Second); err == nil {

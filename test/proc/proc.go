@@ -84,13 +84,42 @@ func (p *Process) Stop(grace time.Duration) {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if p.Wait(grace) != nil && p.Running() {
+		p.Kill()
 	}
 }
+
+// Wait waits up to timeout for the program to exit and returns its exit error (nil
+// for status 0); it returns an error if it still runs then.
+func (p *Process) Wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s (pid %d) still running after %v", p.Name, p.Pid(), timeout)
+	}
+}
+
+// Kill sends SIGKILL and waits for the program to be gone.
+func (p *Process) Kill() {
+	if !p.Running() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// State is the exit state of a program that exited (its status and rusage); nil while
+// it runs.
+func (p *Process) State() *os.ProcessState {
+	if p.Running() {
+		return nil
+	}
+	return p.cmd.ProcessState
+}
+
+// Signal sends sig to the program (its own PID only).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // LogTail is the last n lines of the log.
 func (p *Process) LogTail(n int) string {
