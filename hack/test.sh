@@ -30,6 +30,9 @@ stage "unit tests"
 # stage below that runs them ($KPROXY_TOOLS_DIR is not set yet).
 (unset KPROXY_TOOLS_DIR; go test -count=1 -timeout 10m $(go list ./... | grep -v '/test/e2e$'))
 
+stage "fuzzing: each target for a short fixed time (hack/fuzz.sh)"
+bash hack/fuzz.sh
+
 if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi

@@ -84,6 +84,9 @@ func parseIPTablesSave(data []byte) (*iptDump, error) {
 		case line == "" || strings.HasPrefix(line, "#") || line == "COMMIT":
 		case strings.HasPrefix(line, "*"):
 			name := line[1:]
+			if name == "" {
+				return nil, fmt.Errorf("iptables dump line %d: a table line without a name", n)
+			}
 			if t = d.tables[name]; t == nil {
 				t = &iptTable{name: name, chains: map[string]*iptChain{}}
 				d.tables[name] = t
@@ -92,6 +95,9 @@ func parseIPTablesSave(data []byte) (*iptDump, error) {
 			return nil, fmt.Errorf("iptables dump line %d: %q comes before any table (*nat, *filter)", n, line)
 		case strings.HasPrefix(line, ":"):
 			f := strings.Fields(line[1:])
+			if len(f) == 0 {
+				return nil, fmt.Errorf("iptables dump line %d (table %s): a chain line without a name", n, t.name)
+			}
 			c := t.chain(f[0])
 			if len(f) > 1 && f[1] != "-" {
 				c.policy = f[1]
