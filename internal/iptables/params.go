@@ -45,6 +45,10 @@ type LocalDetector struct {
 // Implemented reports whether the detector matches anything.
 func (d LocalDetector) Implemented() bool { return len(d.ifLocal) > 0 }
 
+// NotLocalArgs are the match arguments that select traffic not from local pods
+// (empty when the detector detects nothing), for rules other packages write (ipvs).
+func (d LocalDetector) NotLocalArgs() []string { return append([]string(nil), d.ifNotLocal...) }
+
 // DetectorFor spells the node's local-traffic detector in iptables matches.
 func DetectorFor(l model.LocalTraffic) LocalDetector {
 	switch {

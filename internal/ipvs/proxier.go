@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/model"
 )
@@ -256,21 +257,7 @@ func (p *Proxier) saveNATAndFilter() (nat, filter []byte, err error) {
 
 func (p *Proxier) ruleParams(local model.LocalTraffic, all bool, npIPs []netip.Addr) RuleParams {
 	return RuleParams{Family: p.cfg.Family, MasqueradeAll: p.cfg.MasqueradeAll, MasqueradeBit: p.cfg.MasqueradeBit,
-		NotLocal: notLocal(local), NodePortAll: all, NodePortIPs: npIPs}
-}
-
-// notLocal spells the detector's negation as iptables match arguments: traffic not
-// from local pods. Empty when the detector detects nothing.
-func notLocal(l model.LocalTraffic) []string {
-	switch {
-	case l.CIDR.IsValid():
-		return []string{"!", "-s", l.CIDR.String()}
-	case l.Interface != "":
-		return []string{"!", "-i", l.Interface}
-	case l.InterfacePrefix != "":
-		return []string{"!", "-i", l.InterfacePrefix + "+"}
-	}
-	return nil
+		NotLocal: iptables.DetectorFor(local).NotLocalArgs(), NodePortAll: all, NodePortIPs: npIPs}
 }
 
 // usableNodePortIPs drops the addresses NodePorts never answer on in this mode:

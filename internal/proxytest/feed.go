@@ -4,9 +4,6 @@ import (
 	"net/netip"
 	"reflect"
 
-	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
-
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nodeaddr"
 )
@@ -37,33 +34,31 @@ func Transition(h model.Handler, from, to World) {
 	if from.Node != nil && to.Node == nil {
 		h.OnNodeDelete(from.Node.Name)
 	}
-	oldSvc := map[string]*v1.Service{}
-	for _, s := range from.Services {
-		oldSvc[s.Namespace+"/"+s.Name] = s
+	diff(from.Services, to.Services, h.OnServiceUpsert, h.OnServiceDelete)
+	diff(from.Slices, to.Slices, h.OnEndpointSliceUpsert, h.OnEndpointSliceDelete)
+}
+
+// diff upserts the objects of to that are new or changed and deletes those of from
+// that are gone, by namespace and name.
+func diff[T interface {
+	comparable
+	GetNamespace() string
+	GetName() string
+	DeepCopy() T
+}](from, to []T, upsert func(T), del func(ns, name string)) {
+	old := map[string]T{}
+	for _, o := range from {
+		old[o.GetNamespace()+"/"+o.GetName()] = o
 	}
-	for _, s := range to.Services {
-		key := s.Namespace + "/" + s.Name
-		if old, ok := oldSvc[key]; !ok || !reflect.DeepEqual(old, s) {
-			h.OnServiceUpsert(s.DeepCopy())
+	for _, o := range to {
+		key := o.GetNamespace() + "/" + o.GetName()
+		if prev, ok := old[key]; !ok || !reflect.DeepEqual(prev, o) {
+			upsert(o.DeepCopy())
 		}
-		delete(oldSvc, key)
+		delete(old, key)
 	}
-	for _, s := range oldSvc {
-		h.OnServiceDelete(s.Namespace, s.Name)
-	}
-	oldSlice := map[string]*discovery.EndpointSlice{}
-	for _, s := range from.Slices {
-		oldSlice[s.Namespace+"/"+s.Name] = s
-	}
-	for _, s := range to.Slices {
-		key := s.Namespace + "/" + s.Name
-		if old, ok := oldSlice[key]; !ok || !reflect.DeepEqual(old, s) {
-			h.OnEndpointSliceUpsert(s.DeepCopy())
-		}
-		delete(oldSlice, key)
-	}
-	for _, s := range oldSlice {
-		h.OnEndpointSliceDelete(s.Namespace, s.Name)
+	for _, o := range old {
+		del(o.GetNamespace(), o.GetName())
 	}
 }
 
