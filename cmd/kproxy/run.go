@@ -106,6 +106,12 @@ func run(cfg *config.Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	readFill := func() (conntrack.Fill, error) { return conntrack.ReadFill(conntrack.DefaultRoots) }
+	m.SetConntrackFillSource(func() (int, int, error) {
+		f, err := readFill()
+		return f.Entries, f.Max, err
+	})
+	wg.Go(func() { (&conntrack.FillWatch{Read: readFill, Clock: clk, Interval: 10 * time.Second}).Run(ctx) })
 	wg.Go(func() { healthcheck.Serve(ctx, cfg.HealthzBindAddress, health.Handler()) })
 	wg.Go(func() {
 		healthcheck.Serve(ctx, cfg.MetricsBindAddress, metrics.Handler(reg, cfg.Mode, cfg.KubeProxy.EnableProfiling))

@@ -59,7 +59,7 @@ type Metrics struct {
 	ConntrackReconcilerSyncDuration        *prometheus.HistogramVec
 	ConntrackReconcilerDeletedEntriesTotal *prometheus.CounterVec
 
-	own
+	*own
 
 	// reg is where RegisterNFAcct adds the nfacct collector.
 	reg prometheus.Registerer
@@ -174,6 +174,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "sync_proxy_rules_endpoint_changes_pending",
 			Help: "Pending proxy rules Endpoint changes"}, pending(func(_, e int) int { return e })),
 	}
+	all = append(all, m.ownFuncs()...)
 	for _, c := range all {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: registering %s: %w", collectorName(c), err)

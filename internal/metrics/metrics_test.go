@@ -141,3 +141,33 @@ kubeproxy_iptables_localhost_nodeports_accepted_packets_total 6
 		t.Error(err)
 	}
 }
+
+// The conntrack gauges are absent until a source is set, read it at each scrape, and
+// are left out of a scrape where it fails.
+func TestConntrackFillReadAtScrape(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := mustNew(t, reg)
+	names := []string{"kproxy_conntrack_entries", "kproxy_conntrack_max"}
+	if n, err := testutil.GatherAndCount(reg, names...); err != nil || n != 0 {
+		t.Errorf("before a source: %d samples, %v; want none", n, err)
+	}
+	entries, limit := 10, 100
+	var readErr error
+	m.SetConntrackFillSource(func() (int, int, error) { return entries, limit, readErr })
+	entries = 99
+	err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP kproxy_conntrack_entries Entries in the conntrack table of kproxy's network namespace (nf_conntrack_count)
+# TYPE kproxy_conntrack_entries gauge
+kproxy_conntrack_entries 99
+# HELP kproxy_conntrack_max The conntrack table's limit (nf_conntrack_max); new connections are dropped once kproxy_conntrack_entries reaches it
+# TYPE kproxy_conntrack_max gauge
+kproxy_conntrack_max 100
+`), names...)
+	if err != nil {
+		t.Error(err)
+	}
+	readErr = errors.New("no conntrack module")
+	if n, err := testutil.GatherAndCount(reg, names...); err != nil || n != 0 {
+		t.Errorf("failing source: %d samples, %v; want none", n, err)
+	}
+}

@@ -28,6 +28,8 @@ type Runner struct {
 	triggers chan struct{}
 	// running serialises Run calls so a second Run cannot start fn concurrently.
 	running sync.Mutex
+	// failures counts the runs that failed in a row (only Run's goroutine uses it).
+	failures int
 }
 
 // ErrSkipped is what fn returns when it had nothing it could do yet (the proxy before
@@ -39,12 +41,23 @@ var ErrSkipped = errors.New("run skipped")
 // never stands in for a disabled interval: far enough away that it never fires.
 const never = 100 * 365 * 24 * time.Hour
 
+// firstRetry is the shortest wait before retrying a failed run. Failures are mostly
+// transient (another program holding the xtables lock for a few seconds, an
+// interrupted nft transaction): retrying soon and then backing off means the kernel
+// catches up within about a second of the cause going away, where a fixed retry of
+// the sync period (30 s by default, upstream's choice) leaves every change queued
+// behind it waiting that long; the doubling keeps a persistent failure from costing
+// more than one attempt per retryInterval.
+const firstRetry = time.Second
+
 // New returns a Runner that calls fn, with the context Run was given:
 //   - once as soon as Run starts;
 //   - whenever Trigger is called, but never within minInterval of the end of the
 //     previous run: triggers in between are coalesced into one run at the earliest
 //     allowed time;
-//   - retryInterval after a run that returned an error (sooner if triggered);
+//   - after a run that returned an error, again after a backoff that starts at
+//     firstRetry (or minInterval, if longer) and doubles with each failure in a row,
+//     up to retryInterval (sooner if triggered);
 //   - at least every maxInterval.
 //
 // All times are read from clk (clock.RealClock in production, a fake in tests).
@@ -141,13 +154,26 @@ func (r *Runner) run(ctx context.Context, lastStart, lastEnd *time.Time) time.Ti
 	*lastStart, *lastEnd = start, end
 	wait := r.maxInterval
 	if err != nil {
-		wait = min(wait, r.retryInterval)
+		r.failures++
+		wait = min(wait, r.retryAfter(r.failures))
+	} else {
+		r.failures = 0
 	}
 	due := end.Add(wait)
 	if earliest := r.earliestAfter(start, end); due.Before(earliest) {
 		due = earliest
 	}
 	return due
+}
+
+// retryAfter is the wait after the nth failed run in a row: firstRetry (at least
+// minInterval) doubled n-1 times, capped at retryInterval.
+func (r *Runner) retryAfter(n int) time.Duration {
+	wait := min(max(firstRetry, r.minInterval), r.retryInterval)
+	for i := 1; i < n && wait < r.retryInterval; i++ {
+		wait *= 2
+	}
+	return min(wait, r.retryInterval)
 }
 
 // earliestAfter is the earliest start allowed after a run that started and ended at
@@ -172,7 +198,7 @@ func (r *Runner) runOnce(ctx context.Context) error {
 	}
 	if err != nil {
 		if r.retryInterval < never {
-			logger.Error(err, "Run failed, will retry", "elapsed", elapsed, "retryIn", r.retryInterval)
+			logger.Error(err, "Run failed, will retry", "elapsed", elapsed, "retryIn", r.retryAfter(r.failures+1), "failuresInARow", r.failures+1)
 		} else {
 			logger.Error(err, "Run failed, will run again when triggered", "elapsed", elapsed)
 		}

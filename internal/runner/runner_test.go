@@ -349,3 +349,57 @@ func TestSkippedRunDoesNotCountForMinInterval(t *testing.T) {
 		rg.wantStarts("the trigger, minInterval after the real run", 0, time.Minute, time.Hour+time.Minute)
 	})
 }
+
+func TestFailedRunsBackOffUpToRetryInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const minI, retryI = 100 * ms, 10 * time.Second
+		rg := newRig(t, minI, retryI, time.Hour)
+		for n := 1; n <= 6; n++ {
+			rg.results[n] = errors.New("injected failure")
+		}
+		rg.start()
+		// Waits of 1, 2, 4, 8 s, then the 10 s cap: failed runs at 0, 1, 3, 7, 15,
+		// 25 s, and the seventh (successful) run at 35 s.
+		want := []time.Duration{0}
+		for _, wait := range []time.Duration{1, 2, 4, 8, 10, 10} {
+			wait *= time.Second
+			rg.step(wait - ms)
+			rg.wantStarts("before the retry is due", want...)
+			rg.step(ms)
+			want = append(want, want[len(want)-1]+wait)
+			rg.wantStarts("retry after a backoff", want...)
+		}
+		rg.step(time.Hour - ms)
+		rg.wantStarts("nothing within maxInterval of the successful run", want...)
+	})
+}
+
+func TestBackoffStartsOverAfterASuccess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const minI, retryI = 100 * ms, 10 * time.Second
+		rg := newRig(t, minI, retryI, time.Hour)
+		rg.results[1] = errors.New("injected failure")
+		rg.results[2] = errors.New("injected failure")
+		rg.results[4] = errors.New("injected failure")
+		rg.start()
+		rg.step(time.Second)     // run 2 fails at 1 s
+		rg.step(2 * time.Second) // run 3 succeeds at 3 s
+		rg.trigger()             // run 4, minInterval later, fails at 3.1 s
+		rg.step(100 * ms)
+		rg.step(time.Second) // a fresh backoff: retried 1 s later, not 4 s
+		rg.wantStarts("retry after a success starts from firstRetry again", 0, time.Second, 3*time.Second, 3100*ms, 4100*ms)
+	})
+}
+
+func TestRetryNeverFasterThanMinInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const minI, retryI = 3 * time.Second, 30 * time.Second
+		rg := newRig(t, minI, retryI, time.Hour)
+		rg.results[1] = errors.New("injected failure")
+		rg.start()
+		rg.step(3*time.Second - ms)
+		rg.wantStarts("before minInterval", 0)
+		rg.step(ms)
+		rg.wantStarts("first retry at minInterval, the longer of the two", 0, 3*time.Second)
+	})
+}
