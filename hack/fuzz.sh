@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a short fixed time (KPROXY_FUZZTIME, default 10s each):
 # the parsers of input kproxy does not control (manifests, the config file, the
-# dumps `kproxy trace` reads) and the iptables fake. The seed corpora, and every crash
+# dumps `kproxy trace` reads, the netlink answers of nftables, ctnetlink and nfacct)
+# and the iptables fake. The seed corpora, and every crash
 # found so far (testdata/fuzz/<target>/), also run in the unit tests. A new crash
 # fails the run and leaves its input under testdata/fuzz/ to be checked in with the fix.
 set -euo pipefail
@@ -16,6 +17,9 @@ targets=(
   "./internal/trace FuzzParseIPTablesSave"
   "./internal/trace FuzzParseNFTJSON"
   "./internal/iptables FuzzFakeRestore"
+  "./internal/nftables FuzzRuleChain"
+  "./internal/conntrack FuzzParseFlow"
+  "./internal/nfacct FuzzDecode"
 )
 for t in "${targets[@]}"; do
   read -r pkg name <<<"$t"

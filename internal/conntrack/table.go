@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/internal/nlattr"
 )
 
 // We talk ctnetlink ourselves instead of calling netlink.ConntrackDeleteFilters
@@ -145,7 +147,7 @@ func parseFlow(msg []byte) (*netlink.ConntrackFlow, error) {
 		return nil, fmt.Errorf("message of %d bytes is shorter than its header", len(msg))
 	}
 	flow := &netlink.ConntrackFlow{FamilyType: msg[0]}
-	attrs, err := nl.ParseRouteAttr(msg[nl.SizeofNfgenmsg:])
+	attrs, err := nlattr.Parse(msg[nl.SizeofNfgenmsg:])
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +175,7 @@ func parseFlow(msg []byte) (*netlink.ConntrackFlow, error) {
 
 // parseTuple decodes a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
 func parseTuple(b []byte, tuple *netlink.IPTuple) error {
-	attrs, err := nl.ParseRouteAttr(b)
+	attrs, err := nlattr.Parse(b)
 	if err != nil {
 		return fmt.Errorf("tuple: %w", err)
 	}
@@ -215,7 +217,7 @@ func parseTuple(b []byte, tuple *netlink.IPTuple) error {
 
 // eachAttr calls f for every attribute nested in b.
 func eachAttr(b []byte, f func(syscall.NetlinkRouteAttr)) error {
-	attrs, err := nl.ParseRouteAttr(b)
+	attrs, err := nlattr.Parse(b)
 	if err != nil {
 		return err
 	}

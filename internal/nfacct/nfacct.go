@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/internal/nlattr"
 )
 
 // The counters upstream kube-proxy's iptables mode keeps, by nfacct object name.
@@ -79,7 +81,7 @@ func decode(msg []byte) (Counter, error) {
 	if len(msg) < nl.SizeofNfgenmsg {
 		return Counter{}, errors.New("nfacct: short answer")
 	}
-	attrs, err := nl.ParseRouteAttr(msg[nl.SizeofNfgenmsg:])
+	attrs, err := nlattr.Parse(msg[nl.SizeofNfgenmsg:])
 	if err != nil {
 		return Counter{}, fmt.Errorf("nfacct: answer attributes: %w", err)
 	}

@@ -1,6 +1,7 @@
 package nfacct
 
 import (
+	"encoding/binary"
 	"net"
 	"os"
 	"os/exec"
@@ -8,7 +9,9 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestEnsureAndGet: in a network namespace of its own, an object is created at zero,
@@ -76,4 +79,19 @@ func TestEnsureAndGet(t *testing.T) {
 	if _, err := Get("kproxy_no_such_object"); err == nil {
 		t.Error("Get of a missing object succeeded")
 	}
+}
+
+// FuzzDecode: the nfacct answer decoder returns counts or an error for any input,
+// never panics, and only returns counts when both attributes were there.
+func FuzzDecode(f *testing.F) {
+	pkts := nl.NewRtAttr(attrPkts, binary.BigEndian.AppendUint64(nil, 7))
+	byts := nl.NewRtAttr(attrBytes, binary.BigEndian.AppendUint64(nil, 700))
+	f.Add(append([]byte{unix.AF_UNSPEC, nl.NFNETLINK_V0, 0, 0}, append(pkts.Serialize(), byts.Serialize()...)...))
+	f.Add(append([]byte{unix.AF_UNSPEC, nl.NFNETLINK_V0, 0, 0}, pkts.Serialize()...))
+	f.Add([]byte{0, 0})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if _, err := decode(msg); err == nil && len(msg) < nl.SizeofNfgenmsg+2*12 {
+			t.Fatalf("decoded counts from a %d-byte message, too short to hold both", len(msg))
+		}
+	})
 }

@@ -30,7 +30,11 @@ type buildInput struct {
 	// a full sync with a known prev, to find objects that are no longer used (or that
 	// someone else added). nil when the table does not exist.
 	kernel map[string][]string
-	now    time.Time
+	// ruleCounts is the number of rules in each chain of the table, read with kernel:
+	// a per-Service chain whose count is not what prev wrote was edited by someone
+	// else and is rewritten.
+	ruleCounts map[string]int
+	now        time.Time
 	// elementsApart leaves the elements of a full sync out of the transaction: they are
 	// returned as ops, to be written over netlink once the transaction ran. Only for a
 	// table that holds no Service rules yet (see Proxier.Sync): in between, the
@@ -107,7 +111,7 @@ func (b *txBuilder) full(in buildInput) {
 		}
 	}
 	// With a known prev, a per-service chain the kernel holds with the rules prev
-	// recorded is left alone: rewriting every chain makes nft (1.0.x) re-add thousands
+	// recorded (as many as prev wrote, by in.ruleCounts) is left alone: rewriting every chain makes nft (1.0.x) re-add thousands
 	// of anonymous maps, which takes a minute at ten thousand Services. Elements and
 	// the fixed chains, cheap, are always rewritten.
 	kernelChains := map[string]bool{}
@@ -136,7 +140,8 @@ func (b *txBuilder) full(in buildInput) {
 		b.st.ports[name] = objs
 		b.st.byService[name.NamespacedName] = append(b.st.byService[name.NamespacedName], name)
 		for _, c := range objs.chains {
-			if pc := prevChains[c.name]; pc == nil || !kernelChains[c.name] || !sameRules(pc.rules, c.rules) {
+			if pc := prevChains[c.name]; pc == nil || !kernelChains[c.name] || !sameRules(pc.rules, c.rules) ||
+				(in.ruleCounts != nil && in.ruleCounts[c.name] != len(c.rules)) {
 				b.rewrite = append(b.rewrite, c)
 			}
 			desired[c.name] = true

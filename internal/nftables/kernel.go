@@ -17,6 +17,9 @@ type Kernel interface {
 	// CountRules counts the rules of one chain of the table; a missing table or chain
 	// holds none.
 	CountRules(ctx context.Context, chain string) (int, error)
+	// RuleCounts counts the rules of every chain of the table (chains without rules
+	// may be absent); a missing table holds none.
+	RuleCounts(ctx context.Context) (map[string]int, error)
 	// writeElements adds and deletes set and map elements in one transaction: the
 	// same change a knftables transaction of those element operations makes.
 	writeElements(ctx context.Context, ops []elementOp) error
@@ -31,6 +34,10 @@ type kernelTable struct {
 
 func (k kernelTable) CountRules(_ context.Context, chain string) (int, error) {
 	return countRulesNetlink(k.family, chain)
+}
+
+func (k kernelTable) RuleCounts(context.Context) (map[string]int, error) {
+	return ruleCountsNetlink(k.family)
 }
 
 func (k kernelTable) writeElements(_ context.Context, ops []elementOp) error {
@@ -50,6 +57,10 @@ func (k fakeKernel) CountRules(ctx context.Context, chain string) (int, error) {
 		return 0, nil
 	}
 	return len(rules), err
+}
+
+func (k fakeKernel) RuleCounts(ctx context.Context) (map[string]int, error) {
+	return ruleCountsListed(ctx, k.Interface)
 }
 
 func (k fakeKernel) writeElements(ctx context.Context, ops []elementOp) error {

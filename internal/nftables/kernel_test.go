@@ -376,3 +376,39 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	}
 	wantIn(t, "table", first, "172.30.5.250 . tcp . 80 : goto service-", "tcp . 31499 : goto external-")
 }
+
+// RuleCounts over netlink agrees with nft's own listing, chain by chain, and a
+// missing table has no chains.
+func TestRuleCountsOverNetlink(t *testing.T) {
+	enterTestNetns(t)
+	if counts, err := ruleCountsNetlink(model.IPv4); err != nil || len(counts) != 0 {
+		t.Fatalf("without the table: %v, %v; want no chains", counts, err)
+	}
+	run(t, "nft", "add table ip "+TableName)
+	run(t, "nft", "add chain ip "+TableName+" empty")
+	run(t, "nft", "add chain ip "+TableName+" two")
+	run(t, "nft", "add rule ip "+TableName+" two ip saddr 192.0.2.1 return")
+	run(t, "nft", "add rule ip "+TableName+" two ip saddr 192.0.2.2 return")
+	run(t, "nft", "add chain ip "+TableName+" service-X-ns/a/tcp/p")
+	run(t, "nft", "add rule ip "+TableName+" service-X-ns/a/tcp/p counter")
+	// Another table's rules are not counted.
+	run(t, "nft", "add table ip other")
+	run(t, "nft", "add chain ip other two")
+	run(t, "nft", "add rule ip other two counter")
+	counts, err := ruleCountsNetlink(model.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"two": 2, "service-X-ns/a/tcp/p": 1}
+	for c, n := range want {
+		if counts[c] != n {
+			t.Errorf("chain %s: %d rules, want %d (all counts %v)", c, counts[c], n, counts)
+		}
+	}
+	if len(counts) != len(want) {
+		t.Errorf("counts %v, want exactly %v", counts, want)
+	}
+	if counts6, err := ruleCountsNetlink(model.IPv6); err != nil || len(counts6) != 0 {
+		t.Errorf("IPv6 table (absent): %v, %v", counts6, err)
+	}
+}

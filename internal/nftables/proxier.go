@@ -118,6 +118,15 @@ func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (w
 			kernel = objs
 		}
 	}
+	var ruleCounts map[string]int
+	if kernel != nil {
+		counts, err := p.nft.RuleCounts(ctx)
+		if err != nil {
+			p.state = nil
+			return written{}, fmt.Errorf("%s nftables: counting the rules of table %s: %w", params.Family, TableName, err)
+		}
+		ruleCounts = counts
+	}
 	// A table without Service rules (a node's first start, or after a flush) has no
 	// traffic to keep while it is built: its elements, most of a full sync's work for
 	// nft, are then written over netlink after the transaction that creates the
@@ -129,7 +138,8 @@ func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (w
 	}
 	tx := p.nft.NewTransaction()
 	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel,
-		now: p.clock.Now(), elementsApart: apart})
+		ruleCounts: ruleCounts,
+		now:        p.clock.Now(), elementsApart: apart})
 	via := "nft"
 	var err error
 	switch {

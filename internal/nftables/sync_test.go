@@ -317,3 +317,30 @@ func TestEndpointChangesAreElementUpdatesOnly(t *testing.T) {
 		sameLines(t, "table after partial sync vs full sync", tp.dumpLines(), want.dumpLines())
 	}
 }
+
+// Rules deleted from or inserted into a per-Service chain that the previous sync
+// wrote, which no flush check notices, are repaired by the next full sync: the chain's
+// rule count differs from what was written, so it is rewritten.
+func TestFullSyncRepairsEditedServiceChains(t *testing.T) {
+	w := referenceWorld()
+	tp := newTestProxier(referenceParams())
+	tp.sync(t, w.snapshot(), true)
+	want := tp.dumpLines()
+
+	rules, err := tp.fake.ListRules(t.Context(), svc1Chain)
+	if err != nil || len(rules) == 0 {
+		t.Fatalf("rules of %s: %v, %v", svc1Chain, rules, err)
+	}
+	tx := tp.fake.NewTransaction()
+	tx.Delete(&knftables.Rule{Chain: svc1Chain, Handle: rules[len(rules)-1].Handle})
+	tx.Insert(&knftables.Rule{Chain: ep4Chain, Rule: "ip saddr 192.0.2.10 return"})
+	if err := tp.fake.Run(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	if got := tp.dumpLines(); slices.Equal(got, want) {
+		t.Fatal("the edits did not change the table")
+	}
+	tp.sync(t, w.snapshot(), true)
+	sameLines(t, "table after the full sync", tp.dumpLines(), want)
+	mustHave(t, tp.txLines(), "flush chain ip kube-proxy "+svc1Chain, "flush chain ip kube-proxy "+ep4Chain)
+}

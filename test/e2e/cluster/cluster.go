@@ -161,6 +161,20 @@ func (c *Cluster) Exec(ns string, args ...string) (string, error) {
 	return run("ip", full...)
 }
 
+// ExecInput runs a command inside a namespace with input on its standard input (an
+// iptables-restore or nft -f - script) and returns its combined output.
+func (c *Cluster) ExecInput(ns, input string, args ...string) (string, error) {
+	full := append([]string{"netns", "exec", c.NS(ns)}, args...)
+	var out bytes.Buffer
+	cmd := exec.Command("ip", full...)
+	cmd.Stdin = strings.NewReader(input)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s in %s: %w: %s", strings.Join(args, " "), c.NS(ns), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
 // run executes a command and folds its output into the error so failures say why.
 func run(name string, args ...string) (string, error) {
 	var out bytes.Buffer
