@@ -17,6 +17,7 @@ import (
 	"github.com/kproxy/kproxy/internal/model"
 	"github.com/kproxy/kproxy/internal/nftables"
 	"github.com/kproxy/kproxy/internal/proxy"
+	"github.com/kproxy/kproxy/internal/sysctl"
 )
 
 // ipvsBackends are the IPVS mode's backends (the other modes' rules are gone by
@@ -58,7 +59,7 @@ func ipvsBackend(cfg *config.Config, f model.Family, m *metrics.Metrics) (proxy.
 	}
 	// Its drain loop (RunBackground) runs with the proxy's loop.
 	p := ipvs.NewProxier(c, h, ipvs.NetlinkLinks{}, ipvs.ExecIPSet{}, iptables.NewRunner(f), m, clock.RealClock{})
-	if err := p.Setup(ipvs.ProcSysctls); err != nil {
+	if err := p.Setup(sysctl.Dir(cfg.ProcSysDir).Set); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -148,10 +148,10 @@ func iptablesBackends(cfg *config.Config, fs []model.Family, m *metrics.Metrics)
 			MasqueradeAll:      cfg.MasqueradeAll,
 			MasqueradeBit:      cfg.MasqueradeBit,
 			LocalhostNodePorts: cfg.LocalhostNodePorts,
-			DropInvalid:        !cfg.Conntrack.TCPBeLiberal && !tcpBeLiberal(),
+			DropInvalid:        !cfg.Conntrack.TCPBeLiberal && !tcpBeLiberal(sysctl.Dir(cfg.ProcSysDir)),
 			NFAcct:             countWithNFAcct,
 		}
-		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f), sysctl.Proc, m))
+		out = append(out, iptables.NewProxier(p, iptables.NewRunner(f), sysctl.Dir(cfg.ProcSysDir).Set, m))
 	}
 	return out, nil
 }
@@ -188,9 +188,9 @@ func userspaceBackends(cfg *config.Config, fs []model.Family, _ *metrics.Metrics
 }
 
 // tcpBeLiberal reads the sysctl that makes upstream omit the INVALID drop rule.
-func tcpBeLiberal() bool {
-	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
-	return err == nil && len(b) > 0 && b[0] != '0'
+func tcpBeLiberal(d sysctl.Dir) bool {
+	v, err := d.Read("net/netfilter/nf_conntrack_tcp_be_liberal")
+	return err == nil && v != "" && v != "0"
 }
 
 // removeIPTablesLeftovers removes iptables mode's rules before mode next starts.

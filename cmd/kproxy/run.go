@@ -29,7 +29,8 @@ func run(cfg *config.Config) error {
 	defer stop()
 	logger := klog.FromContext(ctx)
 
-	if err := conntrack.SetSysctls(conntrack.Sysctls{
+	roots := conntrack.Roots{ProcSys: cfg.ProcSysDir, Sys: "/sys"}
+	if err := conntrack.SetSysctlsAt(roots, conntrack.Sysctls{
 		MaxPerCore:            cfg.Conntrack.MaxPerCore,
 		Min:                   cfg.Conntrack.Min,
 		TCPEstablishedTimeout: cfg.Conntrack.TCPEstablishedTimeout,

@@ -90,6 +90,9 @@ type Config struct {
 	ServiceClusterIPRanges []netip.Prefix
 	ServiceNodePortRange   PortRange
 	StateDir               string
+	// ProcSysDir is where the sysctls live (/proc/sys unless a container mounts the
+	// host's /proc/sys/net elsewhere).
+	ProcSysDir string
 
 	// Warnings lists, once each, every flag or config field that was given but
 	// does not take effect. Parse does not log them; the caller does.
@@ -256,8 +259,9 @@ func build(kp *v1alpha1.KubeProxyConfiguration, o *options) *Config {
 			UDPStreamTimeout:      kp.Conntrack.UDPStreamTimeout.Duration,
 			TCPBeLiberal:          kp.Conntrack.TCPBeLiberal,
 		},
-		Manifests: o.manifests,
-		StateDir:  o.stateDir,
+		Manifests:  o.manifests,
+		StateDir:   o.stateDir,
+		ProcSysDir: o.procSysDir,
 	}
 	// nftables mode reads only the nftables section (upstream's conversion).
 	if kp.Mode == "nftables" {

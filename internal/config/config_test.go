@@ -64,6 +64,7 @@ func TestDefaultsMatchUpstream(t *testing.T) {
 		{"ServiceClusterIPRanges", c.ServiceClusterIPRanges, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}},
 		{"ServiceNodePortRange", c.ServiceNodePortRange, PortRange{Base: 30000, Size: 2768}},
 		{"StateDir", c.StateDir, "/var/lib/kproxy"},
+		{"ProcSysDir", c.ProcSysDir, "/proc/sys"},
 		{"Warnings", len(c.Warnings), 0},
 		{"KubeProxy.OOMScoreAdj", *c.KubeProxy.OOMScoreAdj, int32(-999)},
 		{"KubeProxy.IPVS.SyncPeriod", c.KubeProxy.IPVS.SyncPeriod.Duration, 30 * time.Second},
@@ -165,6 +166,7 @@ func TestImplementedFlagsLandInConfig(t *testing.T) {
 			return c.ServiceNodePortRange == PortRange{Base: 20000, Size: 10}
 		}},
 		{[]string{"--state-dir=/run/kproxy"}, func(c *Config) bool { return c.StateDir == "/run/kproxy" }},
+		{[]string{"--proc-sys-dir=/host/proc/sys"}, func(c *Config) bool { return c.ProcSysDir == "/host/proc/sys" }},
 		{[]string{"--version"}, func(c *Config) bool { return c.PrintVersion && !c.PrintVersionRaw }},
 		{[]string{"--version=raw"}, func(c *Config) bool { return c.PrintVersion && c.PrintVersionRaw }},
 		{[]string{"--version=false"}, func(c *Config) bool { return !c.PrintVersion }},

@@ -224,4 +224,7 @@ var flagTable = []flagDef{
 	{"state-dir", true, false, func(fs *pflag.FlagSet, o *options) {
 		fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory for kproxy's own state.")
 	}},
+	{"proc-sys-dir", true, false, func(fs *pflag.FlagSet, o *options) {
+		fs.StringVar(&o.procSysDir, "proc-sys-dir", o.procSysDir, "Where kproxy reads and writes the kernel's net.* sysctls. A container's /proc/sys is read-only: mount the host's /proc/sys/net read-write at DIR/net and give DIR (deploy/daemonset.yaml).")
+	}},
 }

@@ -50,6 +50,7 @@ type options struct {
 	serviceClusterCIDR string
 	nodePortRange      string
 	stateDir           string
+	procSysDir         string
 }
 
 // kube-proxy's well-known ports (k8s.io/kubernetes/pkg/cluster/ports).
@@ -63,6 +64,7 @@ const (
 	DefaultServiceClusterIPRange = "10.96.0.0/12"
 	DefaultServiceNodePortRange  = "30000-32767"
 	DefaultStateDir              = "/var/lib/kproxy"
+	DefaultProcSysDir            = "/proc/sys"
 )
 
 func newOptions() *options {
@@ -72,6 +74,7 @@ func newOptions() *options {
 		serviceClusterCIDR: DefaultServiceClusterIPRange,
 		nodePortRange:      DefaultServiceNodePortRange,
 		stateDir:           DefaultStateDir,
+		procSysDir:         DefaultProcSysDir,
 	}
 	setDefaults(&o.kp)
 	// kube-proxy's flag defaults come from its internal config, which holds a

@@ -234,6 +234,9 @@ func (v *validator) validateOwn(o *options) {
 	if strings.TrimSpace(o.stateDir) == "" {
 		v.fail("", "state-dir", o.stateDir, "must not be empty")
 	}
+	if strings.TrimSpace(o.procSysDir) == "" {
+		v.fail("", "proc-sys-dir", o.procSysDir, "must not be empty")
+	}
 }
 
 // modeSyncPeriods picks the sync periods the mode reads, as upstream's

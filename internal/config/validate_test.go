@@ -45,6 +45,7 @@ func TestValidationErrorsNameFlagAndValue(t *testing.T) {
 		{[]string{"--service-node-port-range=0-100"}, `invalid --service-node-port-range "0-100"`},
 		{[]string{"--service-node-port-range=30000-70000"}, `invalid --service-node-port-range "30000-70000"`},
 		{[]string{"--state-dir="}, `invalid --state-dir ""`},
+		{[]string{"--proc-sys-dir="}, `invalid --proc-sys-dir ""`},
 		{[]string{"--hostname-override=  "}, `invalid --hostname-override "  "`},
 		// pflag's own type checks also name the flag.
 		{[]string{"--iptables-sync-period=soon"}, `--iptables-sync-period`},

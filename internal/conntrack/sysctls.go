@@ -9,10 +9,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/internal/sysctl"
 )
 
 // Sysctls are the conntrack settings applied at startup. Zero values leave the
@@ -40,12 +41,6 @@ type Roots struct {
 	ProcSys string // normally /proc/sys
 	Sys     string // normally /sys
 }
-
-// DefaultRoots are the real kernel paths.
-var DefaultRoots = Roots{ProcSys: "/proc/sys", Sys: "/sys"}
-
-// SetSysctls applies cfg to the running kernel.
-func SetSysctls(cfg Sysctls) error { return SetSysctlsAt(DefaultRoots, cfg) }
 
 // SetSysctlsAt applies cfg under the given roots. A tunable that is absent or
 // read-only (common inside a network namespace or a container with a read-only
@@ -102,7 +97,7 @@ func raiseInt(path string, want int) error {
 		klog.V(2).InfoS("Kernel setting already high enough", "path", path, "current", cur, "wanted", want)
 		return nil
 	}
-	return writeInt(path, want)
+	return writeInt(path, cur, want)
 }
 
 // setInt writes want to path unless it already holds that value.
@@ -114,7 +109,7 @@ func setInt(path string, want int) error {
 	if cur == want {
 		return nil
 	}
-	return writeInt(path, want)
+	return writeInt(path, cur, want)
 }
 
 func readInt(path string) (int, error) {
@@ -129,8 +124,16 @@ func readInt(path string) (int, error) {
 	return v, nil
 }
 
-func writeInt(path string, v int) error {
+// writeInt changes path from cur to v. A tunable that may not be changed here is
+// skipped, but said at the default verbosity: unlike an absent one, it means the
+// node runs with a value the configuration asked to change (a container without
+// the host's /proc/sys/net mounted read-write, /sys read-only for the hash size).
+func writeInt(path string, cur, v int) error {
 	if err := os.WriteFile(path, []byte(strconv.Itoa(v)), 0o644); err != nil {
+		if sysctl.Unwritable(err) {
+			klog.InfoS("Cannot change a kernel setting here; it keeps its current value", "path", path, "current", cur, "wanted", v, "err", err)
+			return nil
+		}
 		return skipUnwritable(path, err)
 	}
 	klog.V(2).InfoS("Set kernel setting", "path", path, "value", v)
@@ -140,7 +143,7 @@ func writeInt(path string, v int) error {
 // skipUnwritable swallows the errors of a tunable that is absent or read-only here
 // (after logging them) and returns any other error, naming the path.
 func skipUnwritable(path string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+	if errors.Is(err, fs.ErrNotExist) || sysctl.Unwritable(err) {
 		klog.V(2).InfoS("Skipping kernel setting that cannot be changed here", "path", path, "err", err)
 		return nil
 	}

@@ -33,7 +33,7 @@ type Proxier struct {
 }
 
 // NewProxier returns a Proxier on the family's iptables r that reports to m; sysctls
-// sets the kernel tunables the rules need (sysctl.Proc on a node). The node's
+// sets the kernel tunables the rules need (sysctl.Dir.Set on a node). The node's
 // parameters in p (LocalDetector, NodePortAll, NodePortIPs) are replaced at each sync
 // by the snapshot's, when it has them (model.Snapshot.NodeParams).
 func NewProxier(p Params, r Runner, sysctls sysctl.Writer, m *metrics.Metrics) *Proxier {

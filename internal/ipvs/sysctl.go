@@ -9,9 +9,6 @@ import (
 // SysctlWriter sets a sysctl given its path below /proc/sys ("net/ipv4/vs/conntrack").
 type SysctlWriter = sysctl.Writer
 
-// ProcSysctls writes /proc/sys of this network namespace.
-func ProcSysctls(path, value string) error { return sysctl.Proc(path, value) }
-
 // setSysctls sets what upstream's IPVS mode sets: conntrack for IPVS connections (so
 // masquerading works), expiry of connections to removed real servers and of their
 // persistence templates, forwarding, and with strictARP the ARP settings that keep

@@ -35,9 +35,10 @@ func deployObjects(t *testing.T) []runtime.Object {
 }
 
 // applyDeploy creates the deploy/ objects through the API server (so its validation
-// and admission judge them: a privileged DaemonSet, the system-node-critical
-// priority class, RBAC that the creator must hold itself) and returns the kproxy
-// ConfigMap's config.conf.
+// and admission judge them: the DaemonSet's host network, capabilities and host
+// paths, the system-node-critical priority class, RBAC that the creator must hold
+// itself), checks the stored DaemonSet grants no more than least privilege, and
+// returns the kproxy ConfigMap's config.conf.
 func applyDeploy(t *testing.T, client kubernetes.Interface) string {
 	t.Helper()
 	ctx, cancel := apiCtx()
@@ -63,7 +64,13 @@ func applyDeploy(t *testing.T, client kubernetes.Interface) string {
 			_, err = client.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		case *appsv1.DaemonSet:
 			what = "DaemonSet " + o.Name
-			_, err = client.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			var stored *appsv1.DaemonSet
+			if stored, err = client.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, metav1.CreateOptions{}); err == nil {
+				// As the API server stored it, defaults applied: still least privilege.
+				for _, p := range kubecluster.PrivilegeProblems(stored) {
+					t.Errorf("deploy/ DaemonSet %s/%s: %s", o.Namespace, o.Name, p)
+				}
+			}
 		default:
 			t.Fatalf("deploy/ holds a %T the test does not know how to create", obj)
 		}
@@ -98,6 +105,11 @@ func checkDeployConfig(t *testing.T, confText string) {
 	}
 	if cfg.Kubeconfig != "/var/lib/kproxy/kubeconfig.conf" || cfg.Mode != "iptables" {
 		t.Errorf("deploy/ config: kubeconfig %q mode %q; want /var/lib/kproxy/kubeconfig.conf (the ConfigMap's, where the DaemonSet mounts it) and iptables", cfg.Kubeconfig, cfg.Mode)
+	}
+	// Metrics on the node only, as upstream; the health check for load balancers on
+	// every address.
+	if cfg.MetricsBindAddress != "127.0.0.1:10249" || cfg.HealthzBindAddress != "0.0.0.0:10256" {
+		t.Errorf("deploy/ config: metrics on %q, healthz on %q; want 127.0.0.1:10249 and 0.0.0.0:10256", cfg.MetricsBindAddress, cfg.HealthzBindAddress)
 	}
 	for _, w := range cfg.Warnings {
 		t.Logf("deploy/ config warning: %s", w)

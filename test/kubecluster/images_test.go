@@ -71,7 +71,8 @@ func TestReadDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"mode: nftables", "maxPerCore: 0", "clusterCIDR: 10.244.0.0/16", "healthzBindAddress: 0.0.0.0:10256", "kubeconfig: /var/lib/kproxy/kubeconfig.conf"} {
+	for _, want := range []string{"mode: nftables", "maxPerCore: 0", "clusterCIDR: 10.244.0.0/16", "healthzBindAddress: 0.0.0.0:10256",
+		"metricsBindAddress: 127.0.0.1:10249", "kubeconfig: /var/lib/kproxy/kubeconfig.conf"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("config lacks %q:\n%s", want, conf)
 		}

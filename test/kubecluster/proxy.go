@@ -128,14 +128,7 @@ func (c *Cluster) deployProxy(ctx context.Context) error {
 		return err
 	}
 	d.ConfigMap.Data["kubeconfig.conf"] = kc
-	ctr := &d.DaemonSet.Spec.Template.Spec.Containers[0]
-	ctr.Image = KproxyImage
-	if c.cfg.Proxy == "upstream" {
-		ctr.Image = UpstreamImage
-		for i, a := range ctr.Command {
-			ctr.Command[i] = strings.Replace(a, "/usr/local/bin/kproxy", "/usr/local/bin/kube-proxy", 1)
-		}
-	}
+	renderDaemonSet(d.DaemonSet, c.cfg.Proxy)
 	ns := d.DaemonSet.Namespace
 	cs := c.Client
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, d.ServiceAccount, metav1.CreateOptions{}); err != nil {
@@ -175,6 +168,29 @@ func (c *Cluster) deployProxy(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// renderDaemonSet sets the proxy's image. kproxy keeps deploy/'s least-privilege
+// securityContext untouched, so the cluster runs what operators run. Upstream
+// kube-proxy runs as kubeadm deploys it, privileged: it writes /proc/sys itself
+// (and fails without route_localnet), and has no --proc-sys-dir.
+func renderDaemonSet(ds *appsv1.DaemonSet, proxy string) {
+	ctr := &ds.Spec.Template.Spec.Containers[0]
+	ctr.Image = KproxyImage
+	if proxy != "upstream" {
+		return
+	}
+	ctr.Image = UpstreamImage
+	var cmd []string
+	for _, a := range ctr.Command {
+		if strings.HasPrefix(a, "--proc-sys-dir") {
+			continue
+		}
+		cmd = append(cmd, strings.Replace(a, "/usr/local/bin/kproxy", "/usr/local/bin/kube-proxy", 1))
+	}
+	ctr.Command = cmd
+	privileged := true
+	ctr.SecurityContext = &v1.SecurityContext{Privileged: &privileged}
 }
 
 // proxyConfig sets mode and conntrack.maxPerCore in a KubeProxyConfiguration.
