@@ -107,7 +107,7 @@ func run(cfg *config.Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	readFill := func() (conntrack.Fill, error) { return conntrack.ReadFill(conntrack.DefaultRoots) }
+	readFill := func() (conntrack.Fill, error) { return conntrack.ReadFill(roots) }
 	m.SetConntrackFillSource(func() (int, int, error) {
 		f, err := readFill()
 		return f.Entries, f.Max, err
