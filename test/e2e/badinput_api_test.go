@@ -352,28 +352,35 @@ func waitEvent(t *testing.T, client kubernetes.Interface, namespace, kind, name,
 	t.Helper()
 	var found *eventsv1.Event
 	err := cluster.WaitFor(func() error {
-		ctx, cancel := apiCtx()
-		defer cancel()
-		list, err := client.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		var seen []string
-		for i := range list.Items {
-			e := &list.Items[i]
-			if e.Regarding.Kind == kind && e.Regarding.Name == name && e.Reason == reason {
-				found = e
-				return nil
-			}
-			seen = append(seen, e.Regarding.Kind+"/"+e.Regarding.Name+" "+e.Reason)
-		}
-		return fmt.Errorf("no Event %s on %s %s/%s; Events: %v", reason, kind, namespace, name, seen)
+		var err error
+		found, err = findEvent(client, namespace, kind, name, reason)
+		return err
 	}, timeout)
 	if err != nil {
 		t.Error(err)
 		return nil
 	}
 	return found
+}
+
+// findEvent returns the Event with the reason regarding the object, or an error
+// listing the Events there are.
+func findEvent(client kubernetes.Interface, namespace, kind, name, reason string) (*eventsv1.Event, error) {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	list, err := client.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var seen []string
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Regarding.Kind == kind && e.Regarding.Name == name && e.Reason == reason {
+			return e, nil
+		}
+		seen = append(seen, e.Regarding.Kind+"/"+e.Regarding.Name+" "+e.Reason)
+	}
+	return nil, fmt.Errorf("no Event %s on %s %s/%s; Events: %v", reason, kind, namespace, name, seen)
 }
 
 // linesWith returns the lines of s that contain sub.
