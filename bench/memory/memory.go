@@ -51,7 +51,7 @@ func Measure(n, m int) (Result, error) {
 	r := Result{Services: n, Endpoints: m}
 	base := heap()
 
-	tracker := model.NewTracker("node1", nil)
+	tracker := model.NewTracker("node1", nil, nil)
 	tracker.OnNodeUpsert(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"},
 		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.168.0.1"}}}})
 	for i := 0; i < n; i++ {

@@ -68,12 +68,22 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	api, err := newAPIClient(cfg)
+	if err != nil {
+		return err
+	}
+	recorder, err := newRecorder(ctx, api)
+	if err != nil {
+		return err
+	}
+	defer recorder.Stop()
 	var p *proxy.Proxy
 	nodePorts := portreserve.New(cfg.SyncPeriod, portreserve.Hooks{
 		Failure: func(port portreserve.Port) {
 			m.NodePortReservationFailuresTotal.WithLabelValues(port.Protocol).Inc()
 		},
-		Held: recordReserved(m),
+		Held:     recordReserved(m),
+		Conflict: nodePortConflictEvent(recorder, cfg.NodeName),
 	})
 	defer nodePorts.Close()
 	health := healthcheck.NewProxyHealth(2*cfg.SyncPeriod, func() (time.Time, time.Time) { return p.Status() }, nil, clk, m)
@@ -88,7 +98,10 @@ func run(cfg *config.Config) error {
 		Conntrack:          conntrack.NewCleaner(),
 		SyncFailed:         syncFailureMetric(proxyMode, backends, m),
 		ResolveNode:        node.Resolve,
-		Clock:              clk,
+		Problems: func(pr model.Problem) {
+			recorder.Warning(&pr.Object, pr.Reason, eventActionSync, pr.Message)
+		},
+		Clock: clk,
 		AfterSync: func(_ context.Context, snap *model.Snapshot, _ bool, _ time.Duration) {
 			serviceHealth.Sync(snap)
 			if !proxyMode.ownsNodePorts {
@@ -97,7 +110,7 @@ func run(cfg *config.Config) error {
 		},
 	})
 
-	src, err := newSource(cfg, p.Handler())
+	src, err := newSource(cfg, api, p.Handler())
 	if err != nil {
 		return err
 	}

@@ -174,7 +174,7 @@ func TestWorldsFakeMatchesTheKernel(t *testing.T) {
 			t.Run(string(fl)+"/"+from.Name+"-to-"+to.Name, func(t *testing.T) {
 				tee := &teeRunner{Fake: NewFake(model.IPv4), t: t, kernel: binRunner{ns: newNS(t), bin: BinariesFor(model.IPv4, fl)}}
 				px := NewProxier(worldParams(), tee, noSysctl, newMetrics(t))
-				tracker := model.NewTracker(proxytest.NodeName, nil)
+				tracker := model.NewTracker(proxytest.NodeName, nil, nil)
 				proxytest.Feed(tracker, from)
 				tee.step = "full sync of " + from.Name
 				if err := px.Sync(t.Context(), proxytest.Snapshot(tracker), true); err != nil {

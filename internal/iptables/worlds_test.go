@@ -30,7 +30,7 @@ func worldProxier(t *testing.T) (*Proxier, *Fake, map[string]string) {
 func syncWorld(t *testing.T, w proxytest.World) (*Fake, *model.Tracker, *Proxier) {
 	t.Helper()
 	px, fk, _ := worldProxier(t)
-	tr := model.NewTracker(proxytest.NodeName, nil)
+	tr := model.NewTracker(proxytest.NodeName, nil, nil)
 	proxytest.Feed(tr, w)
 	if err := px.Sync(t.Context(), proxytest.Snapshot(tr), true); err != nil {
 		t.Fatalf("full sync of world %s: %v", w.Name, err)
@@ -130,7 +130,7 @@ func TestFlushedOnTheFake(t *testing.T) {
 		if !px.Flushed(t.Context()) {
 			t.Errorf("Flushed missed iptables %v", breakIt)
 		}
-		tr := model.NewTracker(proxytest.NodeName, nil)
+		tr := model.NewTracker(proxytest.NodeName, nil, nil)
 		proxytest.Feed(tr, proxytest.Worlds()[0])
 		if err := px.Sync(t.Context(), proxytest.Snapshot(tr), true); err != nil {
 			t.Fatalf("full sync after iptables %v: %v", breakIt, err)

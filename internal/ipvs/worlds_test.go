@@ -38,7 +38,7 @@ func worldRig(t *testing.T) *rig {
 func syncWorld(t *testing.T, w proxytest.World) (*rig, *model.Tracker) {
 	t.Helper()
 	r := worldRig(t)
-	tr := model.NewTracker(proxytest.NodeName, nil)
+	tr := model.NewTracker(proxytest.NodeName, nil, nil)
 	proxytest.Feed(tr, w)
 	r.sync(t, proxytest.Snapshot(tr), true)
 	return r, tr

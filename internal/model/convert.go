@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -135,14 +136,16 @@ func SliceEndpoints(slice *discovery.EndpointSlice, portName string, proto v1.Pr
 	if port == 0 {
 		return nil
 	}
+	want := sliceFamily(slice.AddressType)
 	var eps []*Endpoint
 	for i := range slice.Endpoints {
 		e := &slice.Endpoints[i]
 		if len(e.Addresses) == 0 {
 			continue
 		}
+		// CheckEndpointSlice reports the addresses skipped here.
 		ip, err := ParseAddr(e.Addresses[0])
-		if err != nil {
+		if err != nil || FamilyOf(ip) != want {
 			continue
 		}
 		ep := &Endpoint{IP: ip, Port: port}
@@ -198,10 +201,17 @@ func MergeEndpoints(lists ...[]*Endpoint) []*Endpoint {
 
 // ParseAddr parses an IP address, accepting the leading zeros and surrounding blanks
 // that upstream normalises ("172.30.0.041" is 172.30.0.41).
+//
+// IPv6 zone identifiers ("fe80::1%eth0") are refused: the API server refuses them,
+// and no rule can carry one (iptables-restore and nft would reject the whole
+// transaction, so one such address would stop every Service from syncing).
 func ParseAddr(s string) (netip.Addr, error) {
 	s = strings.TrimSpace(s)
 	ip, err := netip.ParseAddr(s)
 	if err == nil {
+		if ip.Zone() != "" {
+			return netip.Addr{}, fmt.Errorf("IPv6 zone identifier %q is not allowed", ip.Zone())
+		}
 		return ip.Unmap(), nil
 	}
 	if parts := strings.Split(s, "."); len(parts) == 4 {

@@ -34,7 +34,7 @@ func endpoint(ip, node string) discovery.Endpoint {
 }
 
 func TestTrackerMergesSlicesAndTracksChanges(t *testing.T) {
-	tr := NewTracker("node1", nil)
+	tr := NewTracker("node1", nil, nil)
 	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
 	tr.OnServiceUpsert(service("other", "10.96.0.11", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
 	tr.OnEndpointSliceUpsert(slice("web-a", 8080, endpoint("10.244.1.2", "node1"), endpoint("10.244.2.2", "node2")))
@@ -160,7 +160,7 @@ func TestTopologyFromTrafficDistribution(t *testing.T) {
 }
 
 func TestSnapshotEndpointCountFollowsChanges(t *testing.T) {
-	tr := NewTracker("node1", nil)
+	tr := NewTracker("node1", nil, nil)
 	tr.OnServiceUpsert(service("web", "10.96.0.10", v1.ServicePort{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}))
 	tr.OnEndpointSliceUpsert(slice("web-a", 8080, endpoint("10.244.1.2", "node1"), endpoint("10.244.2.2", "node2")))
 	if n := tr.Snapshot().EndpointCount; n != 2 {

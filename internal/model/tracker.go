@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 )
 
 // LastChangeTriggerTimeAnnotation is set by the EndpointSlice controller on the slices it
@@ -22,6 +23,8 @@ type Tracker struct {
 	nodeName string
 	// onChange is called (outside the lock) after every change, to wake the sync loop.
 	onChange func()
+	// report hears each object's problems (outside the lock); see reportOnce.
+	report Reporter
 
 	mu              sync.Mutex
 	services        map[types.NamespacedName]*v1.Service
@@ -30,6 +33,9 @@ type Tracker struct {
 	node            *Node
 	synced          bool
 	dirty           map[types.NamespacedName]struct{}
+	// reported holds the message last reported per object ("Kind ns/name"), so a
+	// problem is reported when it appears or changes, not at every resync.
+	reported        map[string]string
 	nodeChanged     bool
 	serviceChanges  int
 	endpointChanges int
@@ -44,10 +50,13 @@ type Tracker struct {
 }
 
 // NewTracker returns a Tracker for the node named nodeName; onChange may be nil.
-func NewTracker(nodeName string, onChange func()) *Tracker {
+// Problems with objects are logged, and passed to report when it is not nil.
+func NewTracker(nodeName string, onChange func(), report Reporter) *Tracker {
 	return &Tracker{
 		nodeName:        nodeName,
 		onChange:        onChange,
+		report:          report,
+		reported:        map[string]string{},
 		services:        map[types.NamespacedName]*v1.Service{},
 		sliceService:    map[types.NamespacedName]types.NamespacedName{},
 		slicesByService: map[types.NamespacedName]map[string]*discovery.EndpointSlice{},
@@ -72,12 +81,15 @@ func (t *Tracker) changed(fn func()) {
 
 // OnServiceUpsert is part of Handler.
 func (t *Tracker) OnServiceUpsert(svc *v1.Service) {
+	problem := CheckService(svc)
 	t.changed(func() {
 		nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		t.services[nn] = svc
 		t.dirty[nn] = struct{}{}
 		t.serviceChanges++
+		problem = t.newProblemLocked("Service "+nn.String(), problem)
 	})
+	t.reportOnce(problem)
 }
 
 // OnServiceDelete is part of Handler.
@@ -87,12 +99,16 @@ func (t *Tracker) OnServiceDelete(namespace, name string) {
 		delete(t.services, nn)
 		t.dirty[nn] = struct{}{}
 		t.serviceChanges++
+		delete(t.reported, "Service "+nn.String())
 	})
 }
 
 // OnEndpointSliceUpsert is part of Handler.
 func (t *Tracker) OnEndpointSliceUpsert(slice *discovery.EndpointSlice) {
+	problem := CheckEndpointSlice(slice)
+	defer func() { t.reportOnce(problem) }()
 	t.changed(func() {
+		problem = t.newProblemLocked("EndpointSlice "+slice.Namespace+"/"+slice.Name, problem)
 		sliceNN := types.NamespacedName{Namespace: slice.Namespace, Name: slice.Name}
 		t.removeSliceLocked(sliceNN)
 		svcName := slice.Labels[discovery.LabelServiceName]
@@ -118,7 +134,36 @@ func (t *Tracker) OnEndpointSliceDelete(namespace, name string) {
 	t.changed(func() {
 		t.removeSliceLocked(types.NamespacedName{Namespace: namespace, Name: name})
 		t.endpointChanges++
+		delete(t.reported, "EndpointSlice "+namespace+"/"+name)
 	})
+}
+
+// newProblemLocked returns p if it is news for the object key (a problem it did not
+// have, or another one), else nil; t.mu is held. An object without a problem forgets
+// its old one, so the problem is reported again if it comes back.
+func (t *Tracker) newProblemLocked(key string, p *Problem) *Problem {
+	if p == nil {
+		delete(t.reported, key)
+		return nil
+	}
+	if t.reported[key] == p.Message {
+		return nil
+	}
+	t.reported[key] = p.Message
+	return p
+}
+
+// reportOnce logs a new problem and hands it to the reporter (an Event recorder).
+// Resyncs and unrelated updates of the object do not repeat it.
+func (t *Tracker) reportOnce(p *Problem) {
+	if p == nil {
+		return
+	}
+	klog.ErrorS(nil, "Cannot program part of an object", "kind", p.Object.Kind,
+		"object", klog.KRef(p.Object.Namespace, p.Object.Name), "reason", p.Reason, "problem", p.Message)
+	if t.report != nil {
+		t.report(*p)
+	}
 }
 
 func (t *Tracker) removeSliceLocked(sliceNN types.NamespacedName) {

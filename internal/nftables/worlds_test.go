@@ -19,7 +19,7 @@ import (
 func syncWorld(t *testing.T, w proxytest.World) (*testProxier, *model.Tracker) {
 	t.Helper()
 	tp := newTestProxier(referenceParams())
-	tr := model.NewTracker(proxytest.NodeName, nil)
+	tr := model.NewTracker(proxytest.NodeName, nil, nil)
 	proxytest.Feed(tr, w)
 	tp.sync(t, proxytest.Snapshot(tr), true)
 	return tp, tr

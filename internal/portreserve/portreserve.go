@@ -68,13 +68,16 @@ type Reserver struct {
 	closed bool
 }
 
-// Hooks report to metrics; either may be nil. They are called with the Reserver's
+// Hooks report to metrics and Events; any may be nil. They are called with the Reserver's
 // lock held and must not call back into it.
 type Hooks struct {
 	// Failure is called for each failed attempt to reserve a port.
 	Failure func(p Port)
 	// Held is called with the held ports, sorted, whenever they may have changed.
 	Held func(held []Port)
+	// Conflict is called when a port first cannot be reserved (not at every retry),
+	// with the Service ports that want it ("ns/name:port"), for an Event on the Node.
+	Conflict func(p Port, services []string, err error)
 }
 
 // New returns a Reserver that opens real sockets on every address of the node and
@@ -90,6 +93,9 @@ func NewWithListen(l Listen, retry time.Duration, h Hooks) *Reserver {
 	}
 	if h.Held == nil {
 		h.Held = func([]Port) {}
+	}
+	if h.Conflict == nil {
+		h.Conflict = func(Port, []string, error) {}
 	}
 	return &Reserver{listen: l, retry: retry, hooks: h, held: map[Port]io.Closer{}, failed: map[Port]string{}}
 }
@@ -132,6 +138,7 @@ func (r *Reserver) reserveMissing() {
 				// Go's text for EADDRINUSE is "bind: address already in use".
 				klog.ErrorS(err, "Cannot reserve NodePort; another process holds it, and it will not see this port's traffic while the Service's rules are in place; retrying later",
 					"port", p, "services", services)
+				r.hooks.Conflict(p, r.want[p], err)
 			} else {
 				klog.V(2).InfoS("NodePort still cannot be reserved", "port", p, "services", services, "err", err)
 			}

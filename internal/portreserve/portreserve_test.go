@@ -2,6 +2,7 @@ package portreserve
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -55,6 +56,7 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 	}
 	var failures atomic.Int32
 	var lastHeld atomic.Int32
+	var conflicts []string // only Sync and the retry timer call hooks, under r's lock
 	r := New(50*time.Millisecond, Hooks{
 		Failure: func(p Port) {
 			if p != tcp {
@@ -63,6 +65,9 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 			failures.Add(1)
 		},
 		Held: func(held []Port) { lastHeld.Store(int32(len(held))) },
+		Conflict: func(p Port, services []string, err error) {
+			conflicts = append(conflicts, fmt.Sprintf("%s %v %v", p, services, errors.Is(err, syscall.EADDRINUSE)))
+		},
 	})
 	defer r.Close()
 
@@ -82,6 +87,12 @@ func TestReserveConflictRetryRelease(t *testing.T) {
 		t.Error("bound the reserved UDP port")
 	} else if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("binding the reserved UDP port: %v, want EADDRINUSE", err)
+	}
+
+	// A sync while the port is still taken reports no second conflict.
+	r.Sync(Want{tcp: {"default/web:http"}, udp: {"default/dns:dns"}})
+	if want := fmt.Sprintf("TCP/%d [default/web:http] true", port); len(conflicts) != 1 || conflicts[0] != want {
+		t.Errorf("Conflict hook calls %q, want exactly [%q]", conflicts, want)
 	}
 
 	// The other process lets go: the retry (no sync needed) takes the port.

@@ -58,6 +58,9 @@ type Options struct {
 	ResolveNode func(*model.Node) map[model.Family]model.NodeParams
 	// AfterSync, if set, is called after each successful sync (health, metrics).
 	AfterSync func(ctx context.Context, snap *model.Snapshot, full bool, took time.Duration)
+	// Problems, if set, hears each part of an object that cannot be programmed (the
+	// tracker logs it too); cmd/kproxy records it as an Event.
+	Problems model.Reporter
 	// Clock is where the loop reads the time and makes its timers; nil means the
 	// real clock.
 	Clock clock.WithTicker
@@ -95,7 +98,7 @@ func New(nodeName string, backends []Backend, m *metrics.Metrics, opts Options) 
 		clk = clock.RealClock{}
 	}
 	p := &Proxy{opts: opts, clock: clk, metrics: m, backends: backends, needFull: true}
-	p.tracker = model.NewTracker(nodeName, p.queue)
+	p.tracker = model.NewTracker(nodeName, p.queue, opts.Problems)
 	p.runner = runner.New("sync", p.sync, clk, opts.MinSyncPeriod, opts.SyncPeriod, opts.SyncPeriod)
 	m.SetPendingSource(p.tracker.Pending)
 	return p

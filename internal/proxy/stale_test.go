@@ -58,7 +58,7 @@ func TestStaleFlowsCleanNewPort(t *testing.T) {
 }
 
 func TestStaleFlowsNewlyServedTCP(t *testing.T) {
-	tr := model.NewTracker("node1", nil)
+	tr := model.NewTracker("node1", nil, nil)
 	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
 		Spec: v1.ServiceSpec{ClusterIP: "10.96.0.40", ClusterIPs: []string{"10.96.0.40"}, Ports: []v1.ServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}}}}
 	slice := func(ip string) *discovery.EndpointSlice {

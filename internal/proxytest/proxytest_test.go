@@ -15,7 +15,7 @@ import (
 // the tracker holding what feeding the second world from scratch gives.
 func TestTransitionChangesOnlyWhatDiffers(t *testing.T) {
 	a, b := worldA(), worldB()
-	tr := model.NewTracker(NodeName, nil)
+	tr := model.NewTracker(NodeName, nil, nil)
 	Feed(tr, a)
 	tr.Snapshot()
 	Transition(tr, a, b)
@@ -32,7 +32,7 @@ func TestTransitionChangesOnlyWhatDiffers(t *testing.T) {
 		t.Errorf("changed Services %v, want %v", changed, want)
 	}
 
-	fresh := model.NewTracker(NodeName, nil)
+	fresh := model.NewTracker(NodeName, nil, nil)
 	Feed(fresh, b)
 	want2 := fresh.Snapshot()
 	names := func(m map[model.ServicePortName]*model.ServicePort) []string {

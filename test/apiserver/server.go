@@ -48,6 +48,8 @@ type Options struct {
 	// ReadyTimeout bounds each wait for /readyz; default 2 minutes (a first start
 	// on a small machine takes a while).
 	ReadyTimeout time.Duration
+	// ExtraArgs are appended to kube-apiserver's flags (an audit log and policy, ...).
+	ExtraArgs []string
 }
 
 // Server is a running etcd and kube-apiserver.
@@ -151,6 +153,7 @@ func Start(opts Options) (*Server, error) {
 		"--allow-privileged=true",
 		"--profiling=false",
 	}
+	s.apiArgs = append(s.apiArgs, opts.ExtraArgs...)
 	if err := s.startAPIServer(); err != nil {
 		return nil, err
 	}

@@ -88,8 +88,9 @@ func restConfig(opts Options) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// newClient returns the clientset for opts.
-func newClient(opts Options) (kubernetes.Interface, string, error) {
+// NewClient returns the clientset for opts and its server's URL. cmd/kproxy makes it
+// before the Source, to record Events with the same client.
+func NewClient(opts Options) (kubernetes.Interface, string, error) {
 	cfg, err := restConfig(opts)
 	if err != nil {
 		return nil, "", err

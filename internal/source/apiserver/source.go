@@ -41,12 +41,17 @@ type Source struct {
 // New checks the options and builds the API client; it does not contact the API
 // server, so an unreachable server is not an error here (Run keeps retrying).
 func New(opts Options, h model.Handler) (*Source, error) {
-	if opts.NodeName == "" {
-		return nil, errors.New("API source: the node name (--hostname-override) is empty")
-	}
-	client, host, err := newClient(opts)
+	client, host, err := NewClient(opts)
 	if err != nil {
 		return nil, err
+	}
+	return NewWithClient(opts, client, host, h)
+}
+
+// NewWithClient is New with a client made by NewClient (host is its server's URL).
+func NewWithClient(opts Options, client kubernetes.Interface, host string, h model.Handler) (*Source, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("API source: the node name (--hostname-override) is empty")
 	}
 	return newWithClient(opts, client, host, h), nil
 }

@@ -3,6 +3,7 @@ package manifests
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -78,8 +79,12 @@ func validateService(svc *v1.Service) error {
 	}
 	validateServicePorts(spec, bad)
 	for i, s := range spec.ExternalIPs {
-		if _, err := model.ParseAddr(s); err != nil {
-			bad("spec.externalIPs[%d]: %q is not a valid IP address", i, s)
+		ip, err := model.ParseAddr(s)
+		switch {
+		case err != nil:
+			bad("spec.externalIPs[%d]: %q is not a valid IP address: %v", i, s, err)
+		case specialRange(ip) != "":
+			bad("spec.externalIPs[%d]: %q may not be in the %s", i, s, specialRange(ip))
 		}
 	}
 	switch spec.SessionAffinity {
@@ -122,7 +127,7 @@ func validateService(svc *v1.Service) error {
 			continue
 		}
 		if _, err := model.ParseAddr(ing.IP); err != nil {
-			bad("status.loadBalancer.ingress[%d].ip: %q is not a valid IP address", i, ing.IP)
+			bad("status.loadBalancer.ingress[%d].ip: %q is not a valid IP address: %v", i, ing.IP, err)
 		}
 	}
 	return joinErrors(errs)
@@ -227,8 +232,14 @@ func validateEndpointSlice(s *discovery.EndpointSlice) error {
 				}
 				continue
 			}
-			if ip, err := model.ParseAddr(a); err != nil || model.FamilyOf(ip) != want {
+			ip, err := model.ParseAddr(a)
+			switch {
+			case err != nil:
+				bad("%s: %q is not a valid %s address: %v", f, a, want, err)
+			case model.FamilyOf(ip) != want:
 				bad("%s: %q is not a valid %s address", f, a, want)
+			case specialRange(ip) != "":
+				bad("%s: %q may not be in the %s", f, a, specialRange(ip))
 			}
 		}
 	}
@@ -267,6 +278,23 @@ func validateNode(n *v1.Node) error {
 		}
 	}
 	return nil
+}
+
+// specialRange names the range an address is in when the API server refuses it as
+// an endpoint or external IP ("" otherwise): traffic DNATed to such an address
+// would not leave the node, or would reach the node itself (CVE-2020-8558).
+func specialRange(ip netip.Addr) string {
+	switch {
+	case ip.IsUnspecified():
+		return "unspecified address (0.0.0.0, ::)"
+	case ip.IsLoopback():
+		return "loopback range (127.0.0.0/8, ::1/128)"
+	case ip.IsLinkLocalUnicast():
+		return "link-local range (169.254.0.0/16, fe80::/10)"
+	case ip.IsLinkLocalMulticast():
+		return "link-local multicast range (224.0.0.0/24, ff02::/16)"
+	}
+	return ""
 }
 
 // joinErrors joins problems on one line, as log lines and Errors() want them.

@@ -47,6 +47,18 @@ func TestServiceValidation(t *testing.T) {
 		{"family-mismatch", "  clusterIP: 10.96.0.5\n  ipFamilies: [IPv6]\n  ports: [{port: 80}]\n", dual, "spec.ipFamilies[0]: IPv6 does not match"},
 		{"headless-nodeport", "  type: NodePort\n  clusterIP: None\n  ports: [{port: 80}]\n", dual, "may not be None"},
 		{"no-ports", "  type: ClusterIP\n", dual, "spec.ports: required"},
+		{"port-0", "  ports: [{port: 0}]\n", dual, "spec.ports[0].port: 0 is not between 1 and 65535"},
+		{"port-65536", "  ports: [{port: 65536}]\n", dual, "spec.ports[0].port: 65536 is not between 1 and 65535"},
+		{"port-65535", "  ports: [{port: 65535}]\n", dual, ""},
+		{"zone-external-ip", "  externalIPs: [192.0.2.1, 'fe80::1%eth0']\n  ports: [{port: 80}]\n", dual,
+			`spec.externalIPs[1]: "fe80::1%eth0" is not a valid IP address: IPv6 zone identifier "eth0" is not allowed`},
+		{"loopback-external-ip", "  externalIPs: [127.0.0.2]\n  ports: [{port: 80}]\n", dual,
+			`spec.externalIPs[0]: "127.0.0.2" may not be in the loopback range`},
+		{"zone-lb-ip", "  type: LoadBalancer\n  ports: [{port: 80}]\nstatus: {loadBalancer: {ingress: [{ip: 'fd00::1%lo'}]}}\n", dual,
+			`status.loadBalancer.ingress[0].ip: "fd00::1%lo" is not a valid IP address: IPv6 zone identifier "lo" is not allowed`},
+		{"zone-cluster-ip", "  clusterIP: 'fd00::1%eth0'\n  ports: [{port: 80}]\n", dual, `spec.clusterIPs[0]: "fd00::1%eth0" is not a valid IP address`},
+		{"port-name-63", "  ports: [{name: " + strings.Repeat("p", 63) + ", port: 80}]\n", dual, ""},
+		{"port-name-64", "  ports: [{name: " + strings.Repeat("p", 64) + ", port: 80}]\n", dual, "spec.ports[0].name: must be no more than 63 characters"},
 		{"bad-lb-ip", "  type: LoadBalancer\n  ports: [{port: 80}]\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3}]}}\n", dual, "status.loadBalancer.ingress[0].ip"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,6 +115,15 @@ func TestEndpointSliceValidation(t *testing.T) {
 		{"addressType: IPv4\nports: [{port: 80, protocol: FOO}]\n", "unsupported value"},
 		{"addressType: IPv4\nports: [{port: 80}, {port: 81}]\n", `"" is also the name of ports[0]`},
 		{"addressType: Foo\n", "addressType: unsupported value"},
+		{"addressType: IPv6\nendpoints: [{addresses: ['fd00::1%eth0']}]\n",
+			`endpoints[0].addresses[0]: "fd00::1%eth0" is not a valid IPv6 address: IPv6 zone identifier "eth0" is not allowed`},
+		{"addressType: IPv4\nendpoints: [{addresses: [127.0.0.1]}]\n", `endpoints[0].addresses[0]: "127.0.0.1" may not be in the loopback range`},
+		{"addressType: IPv4\nendpoints: [{addresses: [169.254.1.1]}]\n", `"169.254.1.1" may not be in the link-local range`},
+		{"addressType: IPv6\nendpoints: [{addresses: ['fe80::1']}]\n", `"fe80::1" may not be in the link-local range`},
+		{"addressType: IPv4\nendpoints: [{addresses: [0.0.0.0]}]\n", `"0.0.0.0" may not be in the unspecified address`},
+		{"addressType: IPv4\nendpoints: [{addresses: [224.0.0.5]}]\n", `"224.0.0.5" may not be in the link-local multicast range`},
+		{"addressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.1]}]\nports: [{port: 80}]\n", ""}, // duplicates: as the API server
+		{"addressType: IPv4\nports: [{port: 65536}]\n", "ports[0].port: 65536 is not between 1 and 65535"},
 	} {
 		es := parseOne(t, head+tc.body).obj.(*discovery.EndpointSlice)
 		es.Namespace = "default"
