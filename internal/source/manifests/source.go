@@ -41,8 +41,12 @@ const (
 	// debounce is how long after the first event of a burst the directory is read:
 	// editors write through temp files and renames, which come as several events.
 	debounce = 150 * time.Millisecond
-	// rescanInterval is the safety net for changes the watch missed.
+	// rescanInterval is the safety net for changes the watch missed, and for edits of
+	// symlink targets outside the directory, which its watch does not see.
 	rescanInterval = 10 * time.Second
+	// retryInterval is how soon a pass is repeated when the directory is missing or
+	// allocations could not be saved, so recovery does not wait for the rescan.
+	retryInterval = time.Second
 )
 
 // Source is the manifests directory source. Create it with New, then call Run.
@@ -56,6 +60,9 @@ type Source struct {
 	delivered map[objKey]runtime.Object // what the handler has now
 	from      map[objKey]string         // the file each delivered object came from
 	logged    map[string]string         // problem id -> message already logged
+	dirGone   bool                      // the directory is missing; logged once
+	// awaitContent: the directory was replaced, and is read once it holds a manifest.
+	awaitContent bool
 
 	mu       sync.Mutex
 	problems []error
@@ -110,7 +117,10 @@ func (s *Source) Errors() []error {
 
 // Run loads Dir, calls OnSynced after the first complete load, then follows changes
 // until ctx ends. It returns an error only when the directory cannot be read or
-// watched at start. It logs to ctx's logger.
+// watched at start: later, a directory that is removed is a source that is
+// unavailable, not one without objects. Everything delivered stays until the
+// directory is back, and the directory then at the path is watched again. It logs to
+// ctx's logger.
 func (s *Source) Run(ctx context.Context) error {
 	defer func() { _ = s.Close() }()
 	logger := klog.FromContext(ctx)
@@ -119,20 +129,24 @@ func (s *Source) Run(ctx context.Context) error {
 		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
 	}
 	defer func() { _ = w.Close() }()
+	dw := newDirWatch(s.opts.Dir, w)
 	// Watch before the first read, so a change during it is not missed.
-	if err := w.Add(s.opts.Dir); err != nil {
-		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
+	if _, err := dw.ensure(); err != nil {
+		return err
 	}
 	if err := s.scan(nil); err != nil {
 		return err
 	}
-	s.reconcile()
+	retry := s.reconcile()
 	s.h.OnSynced()
 
 	ticker := time.NewTicker(rescanInterval)
 	defer ticker.Stop()
 	pending := map[string]bool{}
 	var fire <-chan time.Time
+	if retry {
+		fire = time.After(retryInterval)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,25 +170,61 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		case <-fire:
 			fire = nil
-			s.pass(logger, pending)
+			if s.pass(logger, dw, pending) {
+				fire = time.After(retryInterval)
+			}
 			pending = map[string]bool{}
 		case <-ticker.C:
-			s.pass(logger, nil)
+			if s.pass(logger, dw, nil) && fire == nil {
+				fire = time.After(retryInterval)
+			}
 		}
 	}
 }
 
-// pass reads what changed and delivers the differences.
-func (s *Source) pass(logger klog.Logger, force map[string]bool) {
+// pass reads what changed and delivers the differences. It returns true when it
+// should be repeated soon: the directory is missing, or allocations could not be
+// saved.
+func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (retry bool) {
 	start := time.Now()
+	renewed, err := dw.ensure()
+	if err != nil {
+		if !s.dirGone {
+			logger.Error(err, "The manifests directory is unavailable; keeping every object delivered so far until it is back",
+				"dir", s.opts.Dir, "objects", len(s.delivered))
+			s.dirGone = true
+		}
+		return true
+	}
+	if renewed {
+		// A directory seen for the first time: every file in it is read again.
+		logger.Info("Watching the manifests directory again", "dir", s.opts.Dir)
+		force = nil
+		for _, f := range s.files {
+			f.stat = fileStat{}
+		}
+		s.awaitContent = len(s.delivered) > 0
+	}
+	s.dirGone = false
+	if s.awaitContent {
+		// A directory recreated empty is one being filled (mkdir, then copy): taking
+		// it as "no objects" would flush every Service for the moment that takes.
+		has, err := hasManifests(s.opts.Dir)
+		if err != nil || !has {
+			logger.V(2).Info("The recreated manifests directory holds no manifests yet; keeping the objects delivered so far", "dir", s.opts.Dir, "err", err)
+			return false
+		}
+		s.awaitContent = false
+	}
 	if err := s.scan(force); err != nil {
 		logger.Error(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
-		return
+		return true
 	}
-	s.reconcile()
+	retry = s.reconcile()
 	if took := time.Since(start); took > time.Second {
 		logger.Info("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	} else {
 		logger.V(4).Info("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	}
+	return retry
 }

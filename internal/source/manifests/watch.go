@@ -1,0 +1,70 @@
+package manifests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// dirWatch keeps an inotify watch on the manifests directory across the directory
+// being removed, renamed away or replaced. The kernel ties a watch to an inode, and
+// fsnotify drops it when that inode is deleted or moved: a directory recreated at the
+// same path needs a new watch, or its changes would only be seen by the rescan.
+type dirWatch struct {
+	dir string
+	w   *fsnotify.Watcher
+	// id is the directory the watch is on (device and inode); zero when there is none.
+	id dirID
+}
+
+type dirID struct{ dev, ino uint64 }
+
+func newDirWatch(dir string, w *fsnotify.Watcher) *dirWatch {
+	return &dirWatch{dir: filepath.Clean(dir), w: w}
+}
+
+func idOf(fi os.FileInfo) dirID {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return dirID{dev: st.Dev, ino: st.Ino}
+	}
+	return dirID{}
+}
+
+// ensure makes sure the directory now at dir is the one watched. renewed is true when
+// it (re)established the watch: the directory is then a different one, and every file
+// in it must be looked at. An error means there is no directory to read (gone, not a
+// directory, not watchable); the caller keeps what it delivered and asks again later.
+func (d *dirWatch) ensure() (renewed bool, err error) {
+	fi, err := os.Stat(d.dir)
+	if err != nil {
+		d.drop()
+		return false, fmt.Errorf("manifests directory: %w", err)
+	}
+	if !fi.IsDir() {
+		d.drop()
+		return false, fmt.Errorf("manifests directory %s is no longer a directory", d.dir)
+	}
+	id := idOf(fi)
+	if d.id == id && slices.Contains(d.w.WatchList(), d.dir) {
+		return false, nil
+	}
+	d.drop()
+	if err := d.w.Add(d.dir); err != nil {
+		return false, fmt.Errorf("watching manifests directory %s: %w", d.dir, err)
+	}
+	d.id = id
+	return true, nil
+}
+
+// drop removes the watch, if fsnotify still has one for dir (it drops it itself when
+// the directory is deleted or moved).
+func (d *dirWatch) drop() {
+	if slices.Contains(d.w.WatchList(), d.dir) {
+		_ = d.w.Remove(d.dir)
+	}
+	d.id = dirID{}
+}
