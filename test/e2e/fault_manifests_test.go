@@ -318,8 +318,9 @@ func testFaultEditorFiles(t *testing.T, f *faultCase) {
 	f.report(t, loop, took)
 }
 
-// testFaultSymlinks: a file replaced by a symlink to a file elsewhere is followed;
-// when that link dangles, the error says so and the file's Services are kept.
+// testFaultSymlinks: a file replaced by a symlink to a file elsewhere is followed,
+// and edits of that file are seen as fast as edits in the directory; when it
+// dangles, the error says so and the file's Services are kept.
 func testFaultSymlinks(t *testing.T, f *faultCase) {
 	elsewhere := filepath.Join(f.base, "elsewhere")
 	if err := os.Mkdir(elsewhere, 0o755); err != nil {
@@ -350,6 +351,13 @@ func testFaultSymlinks(t *testing.T, f *faultCase) {
 	}
 	f.answering(t, addedSvc)
 	took := time.Since(begin)
+	// An edit of the target, in its own directory, is seen as fast.
+	begin = time.Now()
+	if err := os.WriteFile(linked, []byte(steadyFile+"---\n"+withSlice(addedSvc, "pod-b2")+"---\n"+withSlice(goneSvc, "pod-b2")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.answering(t, goneSvc)
+	edited := time.Since(begin)
 
 	// The target goes away: the link dangles. A new dangling link beside it too.
 	if err := os.Rename(linked, linked+".moved"); err != nil {
@@ -366,7 +374,7 @@ func testFaultSymlinks(t *testing.T, f *faultCase) {
 	if err := os.Rename(linked+".moved", linked); err != nil {
 		t.Fatal(err)
 	}
-	f.report(t, loop, took)
+	f.report(t, loop, took, fmt.Sprintf("target-edit=%v", edited.Round(time.Millisecond)))
 }
 
 // testFaultDirectoryRemoved: the manifest directory removed for a while is a source

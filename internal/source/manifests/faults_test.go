@@ -301,3 +301,71 @@ func TestStateDirUnwritable(t *testing.T) {
 		t.Errorf("errors left: %s", errs)
 	}
 }
+
+// TestSymlinkTargetOutsideIsWatched: an edit of a link's target in another directory,
+// and the creation of a dangling link's target, show as fast as an edit in the
+// directory, not at the rescan.
+func TestSymlinkTargetOutsideIsWatched(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	target := filepath.Join(elsewhere, "a.yaml")
+	if err := os.WriteFile(target, []byte(service("a", "  ports: [{port: 80}]\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "b.yaml"), filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, defaultOptions(dir, t.TempDir()))
+	if want := "b.yaml is a symlink to " + filepath.Join(elsewhere, "b.yaml") + ", which does not exist"; !strings.Contains(errorsText(r.src), want) {
+		t.Errorf("errors %q, want one saying %q", errorsText(r.src), want)
+	}
+
+	begin := time.Now()
+	if err := os.WriteFile(target, []byte(service("a", "  ports: [{port: 81}]\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's edit through its link", func() bool { return r.rec.service("default/a").Spec.Ports[0].Port == 81 })
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("an edit of a link's target took %v to show, want under 1s", d)
+	}
+	begin = time.Now()
+	writeFile(t, elsewhere, "b.yaml", service("b", "  ports: [{port: 80}]\n"))
+	waitFor(t, "b once its link resolves", func() bool { return r.rec.service("default/b") != nil })
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("a dangling link's target took %v to show once created, want under 1s", d)
+	}
+	if errs := errorsText(r.src); errs != "" {
+		t.Errorf("errors left: %s", errs)
+	}
+}
+
+func TestOutsideTargetDir(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "m")
+	cases := []struct {
+		name, link string
+		want       string
+	}{
+		{"configmap key", "..data/a.yaml", ""},
+		{"same directory", "b.yaml", ""},
+		{"sibling directory", "../elsewhere/a.yaml", filepath.Join(root, "elsewhere")},
+		{"parent directory", "../a.yaml", root},
+		{"absolute elsewhere", "/nonexistent/x/a.yaml", "/nonexistent/x"},
+		{"name starting with dots inside", "..2026_12_06_13_00_00.123456789/a.yaml", ""},
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &Source{opts: Options{Dir: dir}}
+	for i, tc := range cases {
+		path := filepath.Join(dir, fmt.Sprintf("l%d.yaml", i))
+		if err := os.Symlink(tc.link, path); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.outsideTargetDir(path); got != tc.want {
+			t.Errorf("%s: outsideTargetDir(-> %s) = %q, want %q", tc.name, tc.link, got, tc.want)
+		}
+	}
+}

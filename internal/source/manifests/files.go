@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -65,12 +66,18 @@ func (s *Source) scan(force map[string]bool) error {
 		return fmt.Errorf("reading manifests directory: %w", err)
 	}
 	seen := map[string]bool{}
+	s.links = map[string]string{}
 	for _, e := range entries {
 		name := e.Name()
 		if !eligibleFile(name) {
 			continue
 		}
 		path := filepath.Join(s.opts.Dir, name)
+		if e.Type()&fs.ModeSymlink != 0 {
+			if d := s.outsideTargetDir(path); d != "" {
+				s.links[name] = d
+			}
+		}
 		fi, err := os.Stat(path) // follows symlinks, as a ConfigMap volume needs
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && e.Type()&fs.ModeSymlink == 0 {
@@ -145,4 +152,43 @@ func hasManifests(dir string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// outsideTargetDir returns the directory the target of the symlink path is in, when
+// that is outside Dir: edits there do not show in Dir's watch, so that directory is
+// watched too. It returns "" for targets inside Dir, such as a ConfigMap volume's
+// "..data/name" (its updates show as the swap of ..data in Dir itself). For a dangling
+// link it is the directory the link points into, so that the target's return shows.
+func (s *Source) outsideTargetDir(path string) string {
+	target, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		t, lerr := os.Readlink(path)
+		if lerr != nil {
+			return ""
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(path), t)
+		}
+		target = t
+	}
+	dir := filepath.Dir(filepath.Clean(target))
+	roots := []string{filepath.Clean(s.opts.Dir)}
+	if r, err := filepath.EvalSymlinks(s.opts.Dir); err == nil {
+		roots = append(roots, r)
+	}
+	for _, root := range roots {
+		if rel, err := filepath.Rel(root, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return ""
+		}
+	}
+	return dir
+}
+
+// targetDirs are the directories outside Dir that symlinks in it point into.
+func (s *Source) targetDirs() map[string]bool {
+	dirs := map[string]bool{}
+	for _, d := range s.links {
+		dirs[d] = true
+	}
+	return dirs
 }

@@ -41,8 +41,8 @@ const (
 	// debounce is how long after the first event of a burst the directory is read:
 	// editors write through temp files and renames, which come as several events.
 	debounce = 150 * time.Millisecond
-	// rescanInterval is the safety net for changes the watch missed, and for edits of
-	// symlink targets outside the directory, which its watch does not see.
+	// rescanInterval is the safety net for changes the watches missed (an overflow, a
+	// symlink target's directory that could not be watched).
 	rescanInterval = 10 * time.Second
 	// retryInterval is how soon a pass is repeated when the directory is missing or
 	// allocations could not be saved, so recovery does not wait for the rescan.
@@ -61,6 +61,7 @@ type Source struct {
 	from      map[objKey]string         // the file each delivered object came from
 	logged    map[string]string         // problem id -> message already logged
 	dirGone   bool                      // the directory is missing; logged once
+	links     map[string]string         // symlink name -> target directory outside Dir
 	// awaitContent: the directory was replaced, and is read once it holds a manifest.
 	awaitContent bool
 
@@ -138,6 +139,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return err
 	}
 	retry := s.reconcile()
+	dw.follow(logger, s.targetDirs())
 	s.h.OnSynced()
 
 	ticker := time.NewTicker(rescanInterval)
@@ -155,7 +157,16 @@ func (s *Source) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("watch on manifests directory %s ended", s.opts.Dir)
 			}
-			pending[filepath.Base(ev.Name)] = true
+			if d := filepath.Dir(ev.Name); ev.Name != dw.dir && d != dw.dir {
+				// In a directory symlinks point into: re-read the links into it.
+				for name, td := range s.links {
+					if td == d {
+						pending[name] = true
+					}
+				}
+			} else {
+				pending[filepath.Base(ev.Name)] = true
+			}
 			if fire == nil {
 				fire = time.After(debounce)
 			}
@@ -221,6 +232,7 @@ func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (
 		return true
 	}
 	retry = s.reconcile()
+	dw.follow(logger, s.targetDirs())
 	if took := time.Since(start); took > time.Second {
 		logger.Info("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	} else {

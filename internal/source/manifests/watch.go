@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/fsnotify/fsnotify"
+	"k8s.io/klog/v2"
 )
 
 // dirWatch keeps an inotify watch on the manifests directory across the directory
@@ -19,12 +20,15 @@ type dirWatch struct {
 	w   *fsnotify.Watcher
 	// id is the directory the watch is on (device and inode); zero when there is none.
 	id dirID
+	// targets are the directories outside dir that symlinks in it point into, watched
+	// so that an edit of a link's target shows as fast as one of a file in dir.
+	targets map[string]bool
 }
 
 type dirID struct{ dev, ino uint64 }
 
 func newDirWatch(dir string, w *fsnotify.Watcher) *dirWatch {
-	return &dirWatch{dir: filepath.Clean(dir), w: w}
+	return &dirWatch{dir: filepath.Clean(dir), w: w, targets: map[string]bool{}}
 }
 
 func idOf(fi os.FileInfo) dirID {
@@ -67,4 +71,30 @@ func (d *dirWatch) drop() {
 		_ = d.w.Remove(d.dir)
 	}
 	d.id = dirID{}
+}
+
+// follow watches exactly the directories in want besides dir. A directory that cannot
+// be watched (it does not exist yet: a dangling link) is tried again at the next pass;
+// meanwhile the rescan covers it.
+func (d *dirWatch) follow(logger klog.Logger, want map[string]bool) {
+	watched := d.w.WatchList()
+	for p := range d.targets {
+		if !want[p] {
+			if slices.Contains(watched, p) {
+				_ = d.w.Remove(p)
+			}
+			delete(d.targets, p)
+		}
+	}
+	for p := range want {
+		if d.targets[p] && slices.Contains(watched, p) {
+			continue
+		}
+		if err := d.w.Add(p); err != nil {
+			logger.V(4).Info("Cannot watch the directory a manifest symlink points into", "dir", p, "err", err)
+			delete(d.targets, p)
+			continue
+		}
+		d.targets[p] = true
+	}
 }
