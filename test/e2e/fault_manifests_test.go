@@ -378,8 +378,8 @@ func testFaultSymlinks(t *testing.T, f *faultCase) {
 }
 
 // testFaultDirectoryRemoved: the manifest directory removed for a while is a source
-// unavailable, not one without Services: everything stays programmed. Recreated, it
-// is read and watched again.
+// unavailable, not one without Services: everything stays programmed. Recreated and
+// filled file by file, it is read once filled, and watched again.
 func testFaultDirectoryRemoved(t *testing.T, f *faultCase) {
 	write := func(name, content string) {
 		t.Helper()
@@ -401,9 +401,12 @@ func testFaultDirectoryRemoved(t *testing.T, f *faultCase) {
 	if err := os.Mkdir(f.c.ManifestDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Filled again file by file, as a copy from elsewhere does, slowly.
 	begin := time.Now()
 	write("nodes", nodesYAML())
+	time.Sleep(300 * time.Millisecond)
 	write("steady", withSlice(steadySvc, "pod-a2", "pod-b1"))
+	time.Sleep(300 * time.Millisecond)
 	write("added", withSlice(addedSvc, "pod-b2"))
 	f.answering(t, addedSvc)
 	took := time.Since(begin)
@@ -516,6 +519,10 @@ func (f *faultCase) stateDirFault(t *testing.T, wantErr string, breakIt, repair 
 	second.Name = "steady-2"
 	write("eps-steady", second.YAML())
 	f.waitBackend(t, target, "pod-b2")
+	time.Sleep(4 * time.Second) // the fault lasts, through kproxy's retries (after 1 s, 2 s)
+	if n := strings.Count(f.proxy.Logs(), wantLog(added)[0]); n != 1 {
+		t.Errorf("the error about e2e/added was logged %d times, want once (the same problem is reported once)", n)
+	}
 	if err := repair(); err != nil {
 		t.Fatal(err)
 	}

@@ -235,15 +235,20 @@ func TestDirectoryRemovedAndRecreated(t *testing.T) {
 	if calls := r.rec.callsSince(n); len(calls) != 0 {
 		t.Fatalf("calls while the directory was gone or empty: %v", calls)
 	}
+	// Filled file by file, as a copy does: it is read once complete.
 	writeFile(t, dir, "a.yaml", service("a", "  ports: [{port: 80}]\n"))
-	waitFor(t, "b to go", func() bool { return r.rec.service("default/b") == nil })
-	if calls := r.rec.callsSince(n); !slices.Equal(calls, []string{"delete service default/b"}) {
-		t.Errorf("calls once the recreated directory has a.yaml: %v, want only b's deletion", calls)
+	time.Sleep(settleDelay / 2) // the copy goes on
+	writeFile(t, dir, "b.yaml", service("b", "  ports: [{port: 80}]\n"))
+	time.Sleep(settleDelay / 2)
+	writeFile(t, dir, "c.yaml", service("c", "  ports: [{port: 80}]\n"))
+	waitFor(t, "c", func() bool { return r.rec.service("default/c") != nil })
+	if calls := r.rec.callsSince(n); !slices.Equal(calls, []string{"upsert service default/c"}) {
+		t.Errorf("calls once the recreated directory is filled: %v, want only c's upsert", calls)
 	}
 	// The new directory is watched: a change shows well before the rescan would find it.
 	begin := time.Now()
-	writeFile(t, dir, "c.yaml", service("c", "  ports: [{port: 80}]\n"))
-	waitFor(t, "c", func() bool { return r.rec.service("default/c") != nil })
+	writeFile(t, dir, "d.yaml", service("d", "  ports: [{port: 80}]\n"))
+	waitFor(t, "d", func() bool { return r.rec.service("default/d") != nil })
 	if d := time.Since(begin); d > rescanInterval/2 {
 		t.Errorf("a file in the recreated directory took %v to show: the directory is not watched", d)
 	}
@@ -366,6 +371,22 @@ func TestOutsideTargetDir(t *testing.T) {
 		}
 		if got := s.outsideTargetDir(path); got != tc.want {
 			t.Errorf("%s: outsideTargetDir(-> %s) = %q, want %q", tc.name, tc.link, got, tc.want)
+		}
+	}
+}
+
+func TestRetryAfterBacksOff(t *testing.T) {
+	s := &Source{}
+	steps := []struct {
+		saveFailed bool
+		want       time.Duration
+	}{
+		{true, time.Second}, {true, 2 * time.Second}, {true, 4 * time.Second}, {true, 8 * time.Second},
+		{true, 10 * time.Second}, {true, 10 * time.Second}, {false, 0}, {true, time.Second},
+	}
+	for i, st := range steps {
+		if got := s.retryAfter(st.saveFailed); got != st.want {
+			t.Errorf("step %d (saveFailed %v): retry after %v, want %v", i, st.saveFailed, got, st.want)
 		}
 	}
 }

@@ -140,18 +140,25 @@ func (s *Source) scan(force map[string]bool) error {
 	return nil
 }
 
-// hasManifests reports whether dir holds at least one manifest file name.
-func hasManifests(dir string) (bool, error) {
+// listing returns the manifest files of dir with their stat (zero for one that
+// cannot be followed), to tell whether the directory is still being written.
+func listing(dir string) (map[string]fileStat, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	out := map[string]fileStat{}
 	for _, e := range entries {
-		if eligibleFile(e.Name()) {
-			return true, nil
+		if !eligibleFile(e.Name()) {
+			continue
 		}
+		var st fileStat
+		if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
+			st = statOf(fi)
+		}
+		out[e.Name()] = st
 	}
-	return false, nil
+	return out, nil
 }
 
 // outsideTargetDir returns the directory the target of the symlink path is in, when

@@ -7,6 +7,7 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -44,9 +45,14 @@ const (
 	// rescanInterval is the safety net for changes the watches missed (an overflow, a
 	// symlink target's directory that could not be watched).
 	rescanInterval = 10 * time.Second
-	// retryInterval is how soon a pass is repeated when the directory is missing or
-	// allocations could not be saved, so recovery does not wait for the rescan.
+	// retryInterval is how soon a pass is repeated when the directory is missing (a
+	// stat), and the first delay before a pass retries allocations that could not be
+	// saved; that delay doubles up to rescanInterval while saving keeps failing, as
+	// each retry reconciles every object.
 	retryInterval = time.Second
+	// settleDelay is how long the listing of a recreated directory must stay the same
+	// before it is read.
+	settleDelay = 500 * time.Millisecond
 )
 
 // Source is the manifests directory source. Create it with New, then call Run.
@@ -62,8 +68,13 @@ type Source struct {
 	logged    map[string]string         // problem id -> message already logged
 	dirGone   bool                      // the directory is missing; logged once
 	links     map[string]string         // symlink name -> target directory outside Dir
-	// awaitContent: the directory was replaced, and is read once it holds a manifest.
-	awaitContent bool
+	// saveBackoff is the current delay of retries of allocations not saved.
+	saveBackoff time.Duration
+	// settling: the directory was replaced, and is read once it holds a manifest and
+	// its listing (settled) has not changed since settledAt for settleDelay.
+	settling  bool
+	settled   map[string]fileStat
+	settledAt time.Time
 
 	mu       sync.Mutex
 	problems []error
@@ -138,17 +149,23 @@ func (s *Source) Run(ctx context.Context) error {
 	if err := s.scan(nil); err != nil {
 		return err
 	}
-	retry := s.reconcile()
+	again := s.retryAfter(s.reconcile())
 	dw.follow(logger, s.targetDirs())
 	s.h.OnSynced()
 
 	ticker := time.NewTicker(rescanInterval)
 	defer ticker.Stop()
 	pending := map[string]bool{}
-	var fire <-chan time.Time
-	if retry {
-		fire = time.After(retryInterval)
+	// fire ends the debounce of a burst of events; retry repeats a pass that asked for
+	// it. Apart, so that a long retry delay never holds up an edit.
+	var fire, retry <-chan time.Time
+	schedule := func(again time.Duration) {
+		retry = nil
+		if again > 0 {
+			retry = time.After(again)
+		}
 	}
+	schedule(again)
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,22 +198,20 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		case <-fire:
 			fire = nil
-			if s.pass(logger, dw, pending) {
-				fire = time.After(retryInterval)
-			}
+			schedule(s.pass(logger, dw, pending))
 			pending = map[string]bool{}
+		case <-retry:
+			schedule(s.pass(logger, dw, nil))
 		case <-ticker.C:
-			if s.pass(logger, dw, nil) && fire == nil {
-				fire = time.After(retryInterval)
-			}
+			schedule(s.pass(logger, dw, nil))
 		}
 	}
 }
 
-// pass reads what changed and delivers the differences. It returns true when it
-// should be repeated soon: the directory is missing, or allocations could not be
-// saved.
-func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (retry bool) {
+// pass reads what changed and delivers the differences. It returns how soon it
+// should be repeated (0: at the next event or rescan): the directory is missing, or
+// allocations could not be saved.
+func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (again time.Duration) {
 	start := time.Now()
 	renewed, err := dw.ensure()
 	if err != nil {
@@ -205,7 +220,7 @@ func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (
 				"dir", s.opts.Dir, "objects", len(s.delivered))
 			s.dirGone = true
 		}
-		return true
+		return retryInterval
 	}
 	if renewed {
 		// A directory seen for the first time: every file in it is read again.
@@ -214,29 +229,49 @@ func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (
 		for _, f := range s.files {
 			f.stat = fileStat{}
 		}
-		s.awaitContent = len(s.delivered) > 0
+		s.settling, s.settled = len(s.delivered) > 0, nil
 	}
 	s.dirGone = false
-	if s.awaitContent {
-		// A directory recreated empty is one being filled (mkdir, then copy): taking
-		// it as "no objects" would flush every Service for the moment that takes.
-		has, err := hasManifests(s.opts.Dir)
-		if err != nil || !has {
-			logger.V(2).Info("The recreated manifests directory holds no manifests yet; keeping the objects delivered so far", "dir", s.opts.Dir, "err", err)
-			return false
+	if s.settling {
+		// A recreated directory is one being filled (mkdir, then a copy file by
+		// file): read empty or half filled, it would unprogram the Services of the
+		// files not there yet. It is read once it has manifests and has settled.
+		snap, err := listing(s.opts.Dir)
+		if err != nil || len(snap) == 0 || !maps.Equal(snap, s.settled) {
+			logger.V(2).Info("Waiting for the recreated manifests directory to settle; keeping the objects delivered so far",
+				"dir", s.opts.Dir, "manifests", len(snap), "err", err)
+			s.settled, s.settledAt = snap, time.Now()
+			if len(snap) == 0 {
+				return 0 // the watch tells when files arrive
+			}
+			return settleDelay
 		}
-		s.awaitContent = false
+		if quiet := time.Since(s.settledAt); quiet < settleDelay {
+			return settleDelay - quiet
+		}
+		s.settling, s.settled = false, nil
 	}
 	if err := s.scan(force); err != nil {
 		logger.Error(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
-		return true
+		return retryInterval
 	}
-	retry = s.reconcile()
+	again = s.retryAfter(s.reconcile())
 	dw.follow(logger, s.targetDirs())
 	if took := time.Since(start); took > time.Second {
 		logger.Info("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	} else {
 		logger.V(4).Info("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	}
-	return retry
+	return again
+}
+
+// retryAfter is the delay before allocations that could not be saved are tried again
+// (0 once they were saved): retryInterval, doubling while saving keeps failing.
+func (s *Source) retryAfter(saveFailed bool) time.Duration {
+	if !saveFailed {
+		s.saveBackoff = 0
+		return 0
+	}
+	s.saveBackoff = min(max(2*s.saveBackoff, retryInterval), rescanInterval)
+	return s.saveBackoff
 }
