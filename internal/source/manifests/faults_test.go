@@ -64,6 +64,18 @@ func marker(t *testing.T, r *running, dir, name string) {
 	waitFor(t, "marker "+name, func() bool { return r.rec.service("default/"+name) != nil })
 }
 
+// waitLong is waitFor for what may take up to a rescan.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(rescanInterval + 5*time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func deletions(calls []string) []string {
 	var out []string
 	for _, c := range calls {
@@ -290,11 +302,21 @@ func TestStateDirUnwritable(t *testing.T) {
 	if r.rec.service("default/new") != nil {
 		t.Errorf("default/new was delivered with an allocation that was not saved")
 	}
+	// An edit of a that needs a new NodePort waits too; a keeps its last version.
+	writeFile(t, dir, "a.yaml", service("a", "  type: NodePort\n  ports: [{name: a, port: 80, targetPort: 8080}, {name: b, port: 81}]\n"))
+	waitFor(t, "the error naming default/a", func() bool {
+		return strings.Contains(errorsText(r.src), "service default/a: the allocations cannot be saved")
+	})
+	if got := r.rec.service("default/a"); len(got.Spec.Ports) != 1 {
+		t.Errorf("a's edit was delivered without its new NodePort saved: %+v", got.Spec.Ports)
+	}
 
 	if err := os.RemoveAll(stateFile); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "default/new once the state dir is writable", func() bool { return r.rec.service("default/new") != nil })
+	// The retry has backed off by now; it comes within rescanInterval.
+	waitLong(t, "default/new once the state dir is writable", func() bool { return r.rec.service("default/new") != nil })
+	waitFor(t, "a's second port", func() bool { return len(r.rec.service("default/a").Spec.Ports) == 2 })
 	nw := r.rec.service("default/new")
 	if nw.Spec.ClusterIP == a.Spec.ClusterIP || nw.Spec.Ports[0].NodePort == a.Spec.Ports[0].NodePort {
 		t.Errorf("default/new got %s:%d, a holds %s:%d", nw.Spec.ClusterIP, nw.Spec.Ports[0].NodePort, a.Spec.ClusterIP, a.Spec.Ports[0].NodePort)
