@@ -102,11 +102,11 @@ func (f *faultCase) answering(t *testing.T, svc cluster.Service) string {
 
 // report ends the client loop, logs the FAULT line and fails the case if any
 // connection to the unchanged Service failed.
-func (f *faultCase) report(t *testing.T, loop *clientLoop, recover time.Duration, extra ...string) {
+func (f *faultCase) report(t *testing.T, loop *clientLoop, recovery time.Duration, extra ...string) {
 	t.Helper()
 	answers, failures := loop.finish()
 	line := fmt.Sprintf("FAULT case=manifests-%s mode=%s attempted=%d failed=%d recover=%v",
-		strings.ToLower(f.name), f.mode, answers+len(failures), len(failures), recover.Round(time.Millisecond))
+		strings.ToLower(f.name), f.mode, answers+len(failures), len(failures), recovery.Round(time.Millisecond))
 	t.Log(strings.Join(append([]string{line}, extra...), " "))
 	if len(failures) > 0 {
 		t.Errorf("%d connections to the unchanged Service failed: %s", len(failures), strings.Join(failures, "; "))
@@ -438,7 +438,7 @@ func testFaultStateDirFull(t *testing.T, f *faultCase) {
 
 func mountCmd(args ...string) error {
 	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("mount %s: %v: %s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("mount %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }

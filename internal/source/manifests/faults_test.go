@@ -132,7 +132,7 @@ func TestUnreadableFileKeepsObjects(t *testing.T) {
 	good := service("a", "  ports: [{port: 80}]\n") + "---\n" + service("b", "  ports: [{port: 80}]\n")
 	cases := []struct {
 		name    string
-		break_  func(t *testing.T, path string)
+		breakIt func(t *testing.T, path string)
 		wantErr string
 	}{
 		{"truncated by an in-place save", func(t *testing.T, path string) {
@@ -161,7 +161,7 @@ func TestUnreadableFileKeepsObjects(t *testing.T) {
 			writeFile(t, dir, "a.yaml", good)
 			r := start(t, defaultOptions(dir, t.TempDir()))
 			n := len(r.rec.callLog())
-			tc.break_(t, path)
+			tc.breakIt(t, path)
 			waitFor(t, "the error", func() bool { return strings.Contains(errorsText(r.src), tc.wantErr) })
 			marker(t, r, dir, "m1")
 			if d := deletions(r.rec.callsSince(n)); len(d) != 0 {
