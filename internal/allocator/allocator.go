@@ -117,21 +117,21 @@ func (a *Allocator) Families() []model.Family {
 func (a *Allocator) NodePortRange() PortRange { return a.ports.rng }
 
 // Update runs fn with a transaction; every change fn makes is saved once at the end.
-// If saving fails, all of fn's changes are undone and Update returns the error: the
-// results fn saw are then void.
+// If saving fails, all of fn's changes are undone and Update returns a *SaveError: the
+// results fn saw are then void for the owners it lists as changed, and still true for
+// the others (their holding was the same before and after fn).
 func (a *Allocator) Update(fn func(tx *Txn)) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	tx := &Txn{a: a, before: map[string]*holding{}}
 	fn(tx)
-	dirty := false
+	var changed []string
 	for owner, before := range tx.before {
 		if !before.equal(a.owners[owner]) {
-			dirty = true
-			break
+			changed = append(changed, owner)
 		}
 	}
-	if !dirty || a.store == nil {
+	if len(changed) == 0 || a.store == nil {
 		return nil
 	}
 	start := time.Now()
@@ -143,7 +143,8 @@ func (a *Allocator) Update(fn func(tx *Txn)) error {
 		for owner, before := range tx.before {
 			a.set(owner, before)
 		}
-		return err
+		slices.Sort(changed)
+		return &SaveError{Dir: a.store.dir, Changed: changed, Err: err}
 	}
 	return nil
 }

@@ -57,3 +57,18 @@ func ErrorKey(err error) string {
 	}
 	return ""
 }
+
+// SaveError reports that the allocations could not be written to the state directory.
+// Every change of the transaction was undone: the owners in Changed are back to what
+// they held before; every other owner's holding was not touched by it.
+type SaveError struct {
+	Dir     string
+	Changed []string // sorted
+	Err     error
+}
+
+func (e *SaveError) Error() string {
+	return fmt.Sprintf("the allocations cannot be saved in the state directory %s, so no new ClusterIP or NodePort is handed out until it can: %v", e.Dir, e.Err)
+}
+
+func (e *SaveError) Unwrap() error { return e.Err }

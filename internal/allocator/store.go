@@ -43,7 +43,11 @@ func openStore(dir string) (*store, error) {
 		return nil, err
 	}
 	lockPath := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, stateFileMode)
+	// Read-only is enough for flock, and it lets kproxy start on a state directory that
+	// has become read-only (it then serves what is saved and reports each Service that
+	// needs a new allocation) and lets an operator remount it read-only under a running
+	// kproxy: a file open for writing would make that remount fail with EBUSY.
+	f, err := os.OpenFile(lockPath, os.O_RDONLY|os.O_CREATE, stateFileMode)
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
@@ -102,41 +106,56 @@ func (s *store) load() (map[string]savedOwner, error) {
 }
 
 // save replaces the allocations file atomically: a crash leaves either the old or the
-// new file, never a torn one.
+// new file, never a torn one. Its errors name the state file, not the temp file, so
+// that the same failure gives the same message each time it is retried.
 func (s *store) save(owners map[string]savedOwner) error {
 	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Owners: owners}, "", "  ")
 	if err != nil {
 		return err
 	}
+	fail := func(step string, err error) error {
+		return fmt.Errorf("saving allocations to %s: %s: %w", s.path(), step, cause(err))
+	}
 	tmp, err := os.CreateTemp(s.dir, stateFileName+".tmp*")
 	if err != nil {
-		return fmt.Errorf("saving allocations: %w", err)
+		return fail("creating a temporary file", err)
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly after the rename
 	if _, err := tmp.Write(append(data, '\n')); err != nil {
 		_ = tmp.Close()
-		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+		return fail("writing", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		_ = tmp.Close()
-		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+		return fail("syncing", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("saving allocations to %s: %w", tmp.Name(), err)
+		return fail("closing", err)
 	}
 	if err := os.Rename(tmp.Name(), s.path()); err != nil {
-		return fmt.Errorf("saving allocations: %w", err)
+		return fail("renaming the temporary file", err)
 	}
 	// The rename is only durable once the directory itself is synced.
 	d, err := os.Open(s.dir)
 	if err != nil {
-		return fmt.Errorf("saving allocations: %w", err)
+		return fail("opening the directory", err)
 	}
 	defer func() { _ = d.Close() }()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("saving allocations: syncing %s: %w", s.dir, err)
+		return fail("syncing the directory", err)
 	}
 	return nil
+}
+
+// cause strips the path from a file system error: the callers name the file.
+func cause(err error) error {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
+		return pe.Err
+	}
+	if le, ok := errors.AsType[*os.LinkError](err); ok {
+		return le.Err
+	}
+	return err
 }
 
 func logDropped(owner, what, why string) {

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -52,7 +53,8 @@ type plannedService struct {
 }
 
 // reconcile works out what the files define now and tells the handler what changed.
-func (s *Source) reconcile() {
+// It returns true when allocations could not be saved, so that a pass soon retries.
+func (s *Source) reconcile() (saveFailed bool) {
 	r := &reconciliation{desired: map[objKey]runtime.Object{}, rejected: map[objKey]bool{}, winner: map[objKey]string{}}
 	names := slices.Sorted(maps.Keys(s.files))
 
@@ -141,7 +143,7 @@ func (s *Source) reconcile() {
 			r.desired[key] = n
 		}
 	}
-	s.allocate(r, services, serviceOwners, gc)
+	saveFailed = s.allocate(r, services, serviceOwners, gc)
 
 	// A rejected object that was good before stays as it was.
 	for key := range r.rejected {
@@ -158,13 +160,15 @@ func (s *Source) reconcile() {
 	// found in the same read are published (Errors, the log).
 	s.setProblems(r.problems)
 	s.deliver(r.desired, r.winner)
+	return saveFailed
 }
 
 func owner(key objKey) string { return key.namespace + "/" + key.name }
 
 // allocate gives the planned Services their addresses and ports in one transaction,
-// and frees those of Services that are gone.
-func (s *Source) allocate(r *reconciliation, services []plannedService, present map[string]bool, gc bool) {
+// and frees those of Services that are gone. It returns true when the transaction
+// could not be saved.
+func (s *Source) allocate(r *reconciliation, services []plannedService, present map[string]bool, gc bool) (saveFailed bool) {
 	held := s.alloc.Owners()
 	// Services that name an IP or port themselves go first, so a dynamic pick of
 	// another Service in this pass cannot take it from them.
@@ -188,19 +192,34 @@ func (s *Source) allocate(r *reconciliation, services []plannedService, present 
 			results[ps.obj.key] = ps.plan.apply(a)
 		}
 	})
+	var changed []string // owners whose allocation was undone
 	if err != nil {
-		// Nothing was saved, so nothing was allocated: every Service stays as it was.
-		for _, ps := range services {
-			r.reject(ps.obj, err)
+		se, ok := errors.AsType[*allocator.SaveError](err)
+		if !ok {
+			// Not a save failure (none other exists today): keep every Service as it was.
+			for _, ps := range services {
+				r.reject(ps.obj, err)
+			}
+			return true
 		}
-		return
+		// Nothing was saved, so nothing new was allocated: the Services that needed a
+		// new ClusterIP or NodePort stay as they were (unprogrammed if new), each
+		// reported by name. Those whose allocation did not change are unaffected: an
+		// unwritable state directory must not hold up their edits or endpoints.
+		changed, saveFailed = se.Changed, true
 	}
 	for _, ps := range services {
 		if e, bad := failed[ps.obj]; bad {
 			r.reject(ps.obj, e)
+			continue
+		}
+		if slices.Contains(changed, owner(ps.obj.key)) {
+			r.reject(ps.obj, err)
+			delete(results, ps.obj.key)
 		}
 	}
 	maps.Copy(r.desired, results)
+	return saveFailed
 }
 
 // deliverable is false for objects kube-proxy's informers never see.

@@ -7,6 +7,7 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -41,8 +42,17 @@ const (
 	// debounce is how long after the first event of a burst the directory is read:
 	// editors write through temp files and renames, which come as several events.
 	debounce = 150 * time.Millisecond
-	// rescanInterval is the safety net for changes the watch missed.
+	// rescanInterval is the safety net for changes the watches missed (an overflow, a
+	// symlink target's directory that could not be watched).
 	rescanInterval = 10 * time.Second
+	// retryInterval is how soon a pass is repeated when the directory is missing (a
+	// stat), and the first delay before a pass retries allocations that could not be
+	// saved; that delay doubles up to rescanInterval while saving keeps failing, as
+	// each retry reconciles every object.
+	retryInterval = time.Second
+	// settleDelay is how long the listing of a recreated directory must stay the same
+	// before it is read.
+	settleDelay = 500 * time.Millisecond
 )
 
 // Source is the manifests directory source. Create it with New, then call Run.
@@ -56,6 +66,15 @@ type Source struct {
 	delivered map[objKey]runtime.Object // what the handler has now
 	from      map[objKey]string         // the file each delivered object came from
 	logged    map[string]string         // problem id -> message already logged
+	dirGone   bool                      // the directory is missing; logged once
+	links     map[string]string         // symlink name -> target directory outside Dir
+	// saveBackoff is the current delay of retries of allocations not saved.
+	saveBackoff time.Duration
+	// settling: the directory was replaced, and is read once it holds a manifest and
+	// its listing (settled) has not changed since settledAt for settleDelay.
+	settling  bool
+	settled   map[string]fileStat
+	settledAt time.Time
 
 	mu       sync.Mutex
 	problems []error
@@ -110,7 +129,10 @@ func (s *Source) Errors() []error {
 
 // Run loads Dir, calls OnSynced after the first complete load, then follows changes
 // until ctx ends. It returns an error only when the directory cannot be read or
-// watched at start. It logs to ctx's logger.
+// watched at start: later, a directory that is removed is a source that is
+// unavailable, not one without objects. Everything delivered stays until the
+// directory is back, and the directory then at the path is watched again. It logs to
+// ctx's logger.
 func (s *Source) Run(ctx context.Context) error {
 	defer func() { _ = s.Close() }()
 	logger := klog.FromContext(ctx)
@@ -119,20 +141,31 @@ func (s *Source) Run(ctx context.Context) error {
 		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
 	}
 	defer func() { _ = w.Close() }()
+	dw := newDirWatch(s.opts.Dir, w)
 	// Watch before the first read, so a change during it is not missed.
-	if err := w.Add(s.opts.Dir); err != nil {
-		return fmt.Errorf("watching manifests directory %s: %w", s.opts.Dir, err)
+	if _, err := dw.ensure(); err != nil {
+		return err
 	}
 	if err := s.scan(nil); err != nil {
 		return err
 	}
-	s.reconcile()
+	again := s.retryAfter(s.reconcile())
+	dw.follow(logger, s.targetDirs())
 	s.h.OnSynced()
 
 	ticker := time.NewTicker(rescanInterval)
 	defer ticker.Stop()
 	pending := map[string]bool{}
-	var fire <-chan time.Time
+	// fire ends the debounce of a burst of events; retry repeats a pass that asked for
+	// it. Apart, so that a long retry delay never holds up an edit.
+	var fire, retry <-chan time.Time
+	schedule := func(again time.Duration) {
+		retry = nil
+		if again > 0 {
+			retry = time.After(again)
+		}
+	}
+	schedule(again)
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,7 +174,16 @@ func (s *Source) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("watch on manifests directory %s ended", s.opts.Dir)
 			}
-			pending[filepath.Base(ev.Name)] = true
+			if d := filepath.Dir(ev.Name); ev.Name != dw.dir && d != dw.dir {
+				// In a directory symlinks point into: re-read the links into it.
+				for name, td := range s.links {
+					if td == d {
+						pending[name] = true
+					}
+				}
+			} else {
+				pending[filepath.Base(ev.Name)] = true
+			}
 			if fire == nil {
 				fire = time.After(debounce)
 			}
@@ -156,25 +198,80 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		case <-fire:
 			fire = nil
-			s.pass(logger, pending)
+			schedule(s.pass(logger, dw, pending))
 			pending = map[string]bool{}
+		case <-retry:
+			schedule(s.pass(logger, dw, nil))
 		case <-ticker.C:
-			s.pass(logger, nil)
+			schedule(s.pass(logger, dw, nil))
 		}
 	}
 }
 
-// pass reads what changed and delivers the differences.
-func (s *Source) pass(logger klog.Logger, force map[string]bool) {
+// pass reads what changed and delivers the differences. It returns how soon it
+// should be repeated (0: at the next event or rescan): the directory is missing, or
+// allocations could not be saved.
+func (s *Source) pass(logger klog.Logger, dw *dirWatch, force map[string]bool) (again time.Duration) {
 	start := time.Now()
+	renewed, err := dw.ensure()
+	if err != nil {
+		if !s.dirGone {
+			logger.Error(err, "The manifests directory is unavailable; keeping every object delivered so far until it is back",
+				"dir", s.opts.Dir, "objects", len(s.delivered))
+			s.dirGone = true
+		}
+		return retryInterval
+	}
+	if renewed {
+		// A directory seen for the first time: every file in it is read again.
+		logger.Info("Watching the manifests directory again", "dir", s.opts.Dir)
+		force = nil
+		for _, f := range s.files {
+			f.stat = fileStat{}
+		}
+		s.settling, s.settled = len(s.delivered) > 0, nil
+	}
+	s.dirGone = false
+	if s.settling {
+		// A recreated directory is one being filled (mkdir, then a copy file by
+		// file): read empty or half filled, it would unprogram the Services of the
+		// files not there yet. It is read once it has manifests and has settled.
+		snap, err := listing(s.opts.Dir)
+		if err != nil || len(snap) == 0 || !maps.Equal(snap, s.settled) {
+			logger.V(2).Info("Waiting for the recreated manifests directory to settle; keeping the objects delivered so far",
+				"dir", s.opts.Dir, "manifests", len(snap), "err", err)
+			s.settled, s.settledAt = snap, time.Now()
+			if len(snap) == 0 {
+				return 0 // the watch tells when files arrive
+			}
+			return settleDelay
+		}
+		if quiet := time.Since(s.settledAt); quiet < settleDelay {
+			return settleDelay - quiet
+		}
+		s.settling, s.settled = false, nil
+	}
 	if err := s.scan(force); err != nil {
 		logger.Error(err, "Reading the manifests directory; keeping the objects delivered so far", "dir", s.opts.Dir)
-		return
+		return retryInterval
 	}
-	s.reconcile()
+	again = s.retryAfter(s.reconcile())
+	dw.follow(logger, s.targetDirs())
 	if took := time.Since(start); took > time.Second {
 		logger.Info("Reading the manifests directory was slow", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	} else {
 		logger.V(4).Info("Read the manifests directory", "dir", s.opts.Dir, "changedFiles", len(force), "took", took)
 	}
+	return again
+}
+
+// retryAfter is the delay before allocations that could not be saved are tried again
+// (0 once they were saved): retryInterval, doubling while saving keeps failing.
+func (s *Source) retryAfter(saveFailed bool) time.Duration {
+	if !saveFailed {
+		s.saveBackoff = 0
+		return 0
+	}
+	s.saveBackoff = min(max(2*s.saveBackoff, retryInterval), rescanInterval)
+	return s.saveBackoff
 }
