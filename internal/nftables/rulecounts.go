@@ -29,7 +29,7 @@ func ruleCountsNetlink(f model.Family) (map[string]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")},
 	})

@@ -144,7 +144,7 @@ func testXtablesLockHeld(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
+	defer func() { _ = lock.Close() }()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatalf("take the xtables lock: %v", err)
 	}
