@@ -48,7 +48,7 @@ type buildInput struct {
 // sync's elements are only in ops, not in tx. It is pure apart from reusing in.prev,
 // which it updates in place: when tx fails, the caller must drop both.
 func build(tx *knftables.Transaction, in buildInput) (next *state, ops []elementOp) {
-	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
+	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]prior{}}
 	if in.full || in.prev == nil {
 		b.full(in)
 		b.elementsApart = in.elementsApart
@@ -75,8 +75,10 @@ type txBuilder struct {
 	mapAdds      []string // endpoint maps added (and flushed, in a full sync)
 	mapDeletes   []string
 	chainDeletes []string
-	touched      map[elementID]struct{}
-	ops          []elementOp // the element operations, in the order of tx
+	// touched holds the elements whose owners this sync changes, with what the
+	// kernel held before the first change (see touch).
+	touched map[elementID]prior
+	ops     []elementOp // the element operations, in the order of tx
 	// fullElements: every wanted element is (re)added, as the maps were flushed.
 	fullElements bool
 	// elementsApart: the elements go to ops only, not into tx (see buildInput).
@@ -147,8 +149,9 @@ func (b *txBuilder) full(in buildInput) {
 			desired[c.name] = true
 			delete(b.st.pendingDelete, c.name)
 		}
-		for _, el := range objs.elements {
-			b.st.own(name, el)
+		for i := range objs.elements {
+			el := &objs.elements[i]
+			b.st.own(el.id(), objs, el)
 		}
 		for set, t := range objs.affinity {
 			b.setTimeouts[set] = t
@@ -158,9 +161,10 @@ func (b *txBuilder) full(in buildInput) {
 			desiredMaps[m] = true
 		}
 	}
-	b.st.nodeElements = nodePortElements(p)
-	for _, el := range b.st.nodeElements {
-		b.st.own(nodeOwner, el)
+	b.st.node = &portObjects{name: nodeOwner, elements: nodePortElements(p)}
+	for i := range b.st.node.elements {
+		el := &b.st.node.elements[i]
+		b.st.own(el.id(), b.st.node, el)
 	}
 
 	// Affinity sets keep their clients across full syncs, unless their timeout changed
@@ -249,12 +253,15 @@ func (b *txBuilder) partial(in buildInput) {
 		}
 	}
 	// The node's NodePort addresses may change without a Service changing.
-	for i := range b.st.nodeElements {
-		b.touched[b.st.disown(nodeOwner, &b.st.nodeElements[i])] = struct{}{}
+	if b.st.node != nil {
+		for i := range b.st.node.elements {
+			b.st.disown(b.touch(&b.st.node.elements[i]), nodeOwner)
+		}
 	}
-	b.st.nodeElements = nodePortElements(b.p)
-	for _, el := range b.st.nodeElements {
-		b.touched[b.st.own(nodeOwner, el)] = struct{}{}
+	b.st.node = &portObjects{name: nodeOwner, elements: nodePortElements(b.p)}
+	for i := range b.st.node.elements {
+		el := &b.st.node.elements[i]
+		b.st.own(b.touch(el), b.st.node, el)
 	}
 	b.deleteDueChains()
 }
@@ -313,11 +320,29 @@ func (b *txBuilder) diffPort(name model.ServicePortName, old, cur *portObjects) 
 		}
 	}
 	for i := range old.elements {
-		b.touched[b.st.disown(name, &old.elements[i])] = struct{}{}
+		b.st.disown(b.touch(&old.elements[i]), name)
 	}
-	for _, el := range cur.elements {
-		b.touched[b.st.own(name, el)] = struct{}{}
+	for i := range cur.elements {
+		el := &cur.elements[i]
+		b.st.own(b.touch(el), cur, el)
 	}
+}
+
+// prior is what the kernel held for an element ID before this sync changed its owners.
+type prior struct {
+	el   element
+	held bool
+}
+
+// touch returns el's ID, recording on the first touch in this sync what the kernel
+// holds for it: the winner among its owners as they were.
+func (b *txBuilder) touch(el *element) elementID {
+	id := el.id()
+	if _, ok := b.touched[id]; !ok {
+		have, held := b.st.winner(id)
+		b.touched[id] = prior{el: have, held: held}
+	}
+	return id
 }
 
 // retire flushes a chain that is no longer used and schedules its deletion; a chain
@@ -379,10 +404,8 @@ func (b *txBuilder) emit() {
 		// and growing them by appends would allocate several times that.
 		adds = make([]element, 0, len(ids))
 		b.ops = make([]elementOp, 0, len(ids))
-		b.st.kernel = make(map[elementID]element, len(ids))
 		for _, id := range ids {
 			el, _ := b.st.winner(id)
-			b.st.kernel[id] = el
 			adds = append(adds, el)
 		}
 	} else {
@@ -397,20 +420,17 @@ func (b *txBuilder) emit() {
 		}
 		for _, id := range ids {
 			want, wanted := b.st.winner(id)
-			have, held := b.st.kernel[id]
+			have, held := b.touched[id].el, b.touched[id].held
 			switch {
 			case held && wanted && have.sameContent(&want):
 				continue
 			case held && deletedMaps[id.container]:
 				// Its endpoint map is deleted below, elements and all.
-				delete(b.st.kernel, id)
 			case held:
 				b.tx.Delete(have.object())
 				b.ops = append(b.ops, elementOp{del: true, el: have})
-				delete(b.st.kernel, id)
 			}
 			if wanted {
-				b.st.kernel[id] = want
 				adds = append(adds, want)
 			}
 		}

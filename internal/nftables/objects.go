@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/kproxy/kproxy/internal/model"
 )
 
 // rule is one rule of a chain, with its optional comment.
@@ -83,6 +85,8 @@ func truncComment(c string) string {
 // portObjects is everything one ServicePort puts into the kernel, as computed from the
 // snapshot; the Proxier keeps the last applied one per ServicePort to diff against.
 type portObjects struct {
+	// name is the ServicePort (nodeOwner for the node's elements).
+	name   model.ServicePortName
 	chains []*chain
 	// affinity holds the ClientIP affinity sets, by name, with their timeout.
 	affinity map[string]time.Duration

@@ -20,7 +20,7 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		return nil
 	}
 	clusterIP := plan.ClusterIP
-	o := &portObjects{noLocalInternal: plan.Internal.NoLocalEndpoints(), noLocalExternal: plan.External.NoLocalEndpoints()}
+	o := &portObjects{name: sp.Name, noLocalInternal: plan.Internal.NoLocalEndpoints(), noLocalExternal: plan.External.NoLocalEndpoints()}
 	ip := p.ipKeyword()
 	name := sp.Name.String()
 	proto := sp.ProtocolLower()
