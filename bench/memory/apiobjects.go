@@ -17,20 +17,20 @@ import (
 // decode, transform and cache is what kproxy caches in bench/run.sh. The managed
 // fields are those of an object created by a client (bench/scale's).
 var (
-	serviceFields = []byte(`{"f:spec":{"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":{".":{},"f:name":{},"f:port":{},"f:protocol":{},"f:targetPort":{}}},"f:sessionAffinity":{},"f:type":{}}}`)
-	sliceFields   = []byte(`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:labels":{".":{},"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{}}},"f:ports":{}}`)
+	serviceFields = (`{"f:spec":{"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":{".":{},"f:name":{},"f:port":{},"f:protocol":{},"f:targetPort":{}}},"f:sessionAffinity":{},"f:type":{}}}`)
+	sliceFields   = (`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:labels":{".":{},"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{}}},"f:ports":{}}`)
 	created       = metav1.NewTime(time.Date(2026, 12, 5, 7, 0, 0, 0, time.UTC))
 )
 
 // apiObjects returns Service i and its EndpointSlice, m endpoints, as listed.
 func apiObjects(i, m int) (*v1.Service, *discovery.EndpointSlice) {
 	svc, slice := objects(i, m)
-	meta := func(o *metav1.ObjectMeta, kind string, rv int, fields []byte) {
+	meta := func(o *metav1.ObjectMeta, kind string, rv int, fields string) {
 		o.UID = types.UID(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, rv))
 		o.ResourceVersion = fmt.Sprint(rv)
 		o.CreationTimestamp = created
 		o.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "scale.test", Operation: metav1.ManagedFieldsOperationUpdate,
-			APIVersion: kind, Time: &created, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: fields}}}
+			APIVersion: kind, Time: &created, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(fields)}}
 	}
 	meta(&svc.ObjectMeta, "v1", 1000+2*i, serviceFields)
 	single, cluster, none := v1.IPFamilyPolicySingleStack, v1.ServiceInternalTrafficPolicyCluster, v1.ServiceAffinityNone

@@ -56,8 +56,8 @@ type Peak struct {
 	// TxBytes is the size of the largest transaction text (nft's or iptables-restore's
 	// input); NetlinkBytes that of the largest netlink batch.
 	TxBytes, NetlinkBytes int64
-	// VmHWM is the process's peak RSS (meaningful in a process that did nothing else).
-	VmHWM int64
+	// PeakRSS is the process's VmHWM (meaningful in a process that did nothing else).
+	PeakRSS int64
 }
 
 // MeasurePeak runs a cold start of kproxy in mode ("iptables" or "nftables") without a
@@ -71,8 +71,8 @@ type Peak struct {
 // With profileDir set, a heap profile is written there at the end of each phase
 // (<mode>-<phase number>.pb.gz; compare them with go tool pprof -base), and the
 // sampling rate of the profiler is raised so that small allocations show.
-func MeasurePeak(mode string, n, m int, profileDir string) (Peak, error) {
-	p := Peak{Mode: mode, Services: n, Endpoints: m}
+func MeasurePeak(mode string, n, m int, profileDir string) (p Peak, err error) {
+	p = Peak{Mode: mode, Services: n, Endpoints: m}
 	s := newSampler()
 	s.profiles = profileDir
 	s.mode = mode
@@ -88,7 +88,12 @@ func MeasurePeak(mode string, n, m int, profileDir string) (Peak, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if runErr := <-done; runErr != nil && err == nil {
+			err = fmt.Errorf("memory: API source: %w", runErr)
+		}
+	}()
 	s.phase()
 	deadline := time.Now().Add(10 * time.Minute)
 	for !tracker.Synced() {
@@ -143,7 +148,7 @@ func MeasurePeak(mode string, n, m int, profileDir string) (Peak, error) {
 	p.Phases[2].Name = mode + ": first full sync"
 	runtime.KeepAlive(keep)
 	runtime.KeepAlive(snap)
-	p.VmHWM = procStatus("VmHWM")
+	p.PeakRSS = procStatus("VmHWM")
 	return p, nil
 }
 
@@ -286,8 +291,8 @@ func writeHeapProfile(path string) error {
 	if err != nil {
 		return fmt.Errorf("memory: heap profile: %w", err)
 	}
-	defer f.Close()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close() // the write's error is the one to report
 		return fmt.Errorf("memory: heap profile %s: %w", path, err)
 	}
 	return f.Close()

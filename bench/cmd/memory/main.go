@@ -107,7 +107,7 @@ func coldStarts(n, m int, profile string) error {
 	fmt.Println()
 	for _, p := range peaks {
 		fmt.Printf("%s: peak RSS (VmHWM) %s; largest transaction text %s, netlink batch %s.\n", p.Mode,
-			size(float64(p.VmHWM)), size(float64(p.TxBytes)), size(float64(p.NetlinkBytes)))
+			size(float64(p.PeakRSS)), size(float64(p.TxBytes)), size(float64(p.NetlinkBytes)))
 	}
 	return nil
 }
