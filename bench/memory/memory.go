@@ -68,7 +68,7 @@ func Measure(n, m int) (Result, error) {
 		Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
 		LocalDetector: iptables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16")),
 	}, Snapshot: snap, Full: true})
-	r.RestoreInput = int64(len(rs.Data))
+	r.RestoreInput = int64(rs.Input.Len())
 	rs = nil
 	afterIPT := heap()
 	r.IPTables = afterIPT - afterModel

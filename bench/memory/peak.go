@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -191,9 +192,18 @@ type sinkRunner struct {
 }
 
 func (r *sinkRunner) Restore(data []byte) error {
+	return r.RestoreInput(iptables.Input{data})
+}
+
+// RestoreInput reads the input through, as the pipe to iptables-restore does.
+func (r *sinkRunner) RestoreInput(in iptables.Input) error {
+	n, err := io.Copy(io.Discard, in.Reader())
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.largest = max(r.largest, int64(len(data)))
+	r.largest = max(r.largest, n)
 	return nil
 }
 
