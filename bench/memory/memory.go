@@ -4,7 +4,8 @@
 // by the iptables ruleset builder's cached fragments and by the nftables backend's
 // state, each after a full sync of N Services with M endpoints. No kernel and no
 // root are needed: the iptables restore input is computed and dropped, and the
-// nftables transaction is built and discarded.
+// nftables transaction is rendered to nft's text and its elements encoded into
+// netlink messages, as in production, and dropped (nftables.NewSinkKernel).
 package memory
 
 import (
@@ -19,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/knftables"
 
 	"github.com/kproxy/kproxy/internal/iptables"
 	"github.com/kproxy/kproxy/internal/metrics"
@@ -41,8 +41,7 @@ type Result struct {
 	// NFTables is the nftables backend's record of what the kernel holds.
 	NFTables int64
 	// NFTablesSyncAlloc is what one full nftables sync allocates in all (the
-	// transaction and its garbage): the transient that, with the retained heap, sets
-	// the peak.
+	// transaction, its text, the netlink batch and their garbage).
 	NFTablesSyncAlloc int64
 }
 
@@ -69,7 +68,7 @@ func Measure(n, m int) (Result, error) {
 		Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
 		LocalDetector: iptables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16")),
 	}, Snapshot: snap, Full: true})
-	r.RestoreInput = int64(len(rs.Data))
+	r.RestoreInput = int64(rs.Input.Len())
 	rs = nil
 	afterIPT := heap()
 	r.IPTables = afterIPT - afterModel
@@ -78,9 +77,8 @@ func Measure(n, m int) (Result, error) {
 	if err != nil {
 		return r, fmt.Errorf("memory: %w", err)
 	}
-	nft := discard{knftables.NewFake(knftables.IPv4Family, nftables.TableName)}
 	px := nftables.NewProxier(nftables.Params{Family: model.IPv4, MasqueradeBit: 14, NodePortAll: true,
-		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nftables.NewFakeKernel(nft), clock.RealClock{}, mset)
+		LocalDetector: nftables.DetectByCIDR(netip.MustParsePrefix("10.244.0.0/16"))}, nftables.NewSinkKernel(model.IPv4, nil, nil), clock.RealClock{}, mset)
 	allocBefore := totalAlloc()
 	if err := px.Sync(context.Background(), snap, true); err != nil {
 		return r, fmt.Errorf("memory: nftables sync: %w", err)
@@ -95,12 +93,6 @@ func Measure(n, m int) (Result, error) {
 	runtime.KeepAlive(snap)
 	return r, nil
 }
-
-// discard is an nftables interface whose transactions go nowhere, so the heap holds
-// only what the backend itself keeps (a fake would keep the whole table).
-type discard struct{ *knftables.Fake }
-
-func (discard) Run(context.Context, *knftables.Transaction) error { return nil }
 
 // totalAlloc is the bytes allocated so far.
 func totalAlloc() int64 {

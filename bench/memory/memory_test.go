@@ -23,3 +23,26 @@ func TestMeasureSmall(t *testing.T) {
 		}
 	}
 }
+
+// A cold start at a small size produces every phase, a transaction and (nftables) a
+// netlink batch. No thresholds: the figures are for docs/scale.md.
+func TestMeasurePeakSmall(t *testing.T) {
+	for _, mode := range []string{"iptables", "nftables"} {
+		p, err := MeasurePeak(mode, 200, 3, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %+v", mode, p)
+		if len(p.Phases) != 3 {
+			t.Fatalf("%s: %d phases, want 3", mode, len(p.Phases))
+		}
+		for _, ph := range p.Phases {
+			if ph.Live <= 0 || ph.PeakHeap <= 0 || ph.Allocated <= 0 {
+				t.Errorf("%s: phase %q: %+v, want positive figures", mode, ph.Name, ph)
+			}
+		}
+		if p.TxBytes == 0 || (mode == "nftables") != (p.NetlinkBytes > 0) {
+			t.Errorf("%s: transaction %d bytes, netlink batch %d bytes", mode, p.TxBytes, p.NetlinkBytes)
+		}
+	}
+}

@@ -92,7 +92,7 @@ func TestCleanupRemovesTheDispatchTree(t *testing.T) {
 
 	snap, _ := manyServices(300)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
-	if err := r.Restore(rs.Data); err != nil {
+	if err := r.Restore(rs.Data()); err != nil {
 		t.Fatal(err)
 	}
 	save, _ := r.Save("nat")
@@ -124,7 +124,7 @@ func TestCleanupDeletesJumpsInOneRestore(t *testing.T) {
 
 	snap, _ := manyServices(20)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(jumpRules(true), nil)})
-	if err := r.Restore(rs.Data); err != nil {
+	if err := r.Restore(rs.Data()); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.nsRunner.Run("-t", "nat", "-I", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"); err != nil {

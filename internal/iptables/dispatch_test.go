@@ -33,7 +33,7 @@ func TestTreeDepth(t *testing.T) {
 func TestTreeDispatch(t *testing.T) {
 	snap, list := manyServices(1000)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap})
-	data := string(rs.Data)
+	data := string(rs.Data())
 	// KUBE-SERVICES holds only the jump into the tree and the NodePorts jump, last.
 	var services []string
 	for _, l := range strings.Split(data, "\n") {
@@ -51,7 +51,7 @@ func TestTreeDispatch(t *testing.T) {
 		ip := sp.ClusterIPs[0]
 		leaf := treeChain(bucket(ip, depth), depth)
 		want := fmt.Sprintf(`-A %s -m comment --comment "%s cluster IP" -m tcp -p tcp -d %s --dport 80 -j %s`, leaf, sp.Name, ip, chainsFor(sp).svc)
-		mustContain(t, rs.Data, want)
+		mustContain(t, rs.Data(), want)
 		if got := walkTree(t, data, ip, depth); got != leaf {
 			t.Errorf("%s: the tree leads to %s, want %s", ip, got, leaf)
 		}
@@ -99,7 +99,7 @@ func TestTreePartialSyncTouchesOneLeaf(t *testing.T) {
 	depth := treeDepth(1000)
 	leaf := treeChain(bucket(netip.MustParseAddr("192.168.70.77"), depth), depth)
 	var declared []string
-	for _, l := range strings.Split(string(rs.Data), "\n") {
+	for _, l := range strings.Split(string(rs.Data()), "\n") {
 		if strings.HasPrefix(l, ":KUBE-SVCT-") || l == ":KUBE-SERVICES - [0:0]" {
 			declared = append(declared, l)
 		}
@@ -107,7 +107,7 @@ func TestTreePartialSyncTouchesOneLeaf(t *testing.T) {
 	if len(declared) != 1 || declared[0] != ":"+leaf+" - [0:0]" {
 		t.Errorf("rewritten dispatch chains = %q, want only %s", declared, leaf)
 	}
-	if n := strings.Count(string(rs.Data), "\n-A "); n > 40 {
+	if n := strings.Count(string(rs.Data()), "\n-A "); n > 40 {
 		t.Errorf("a one-Service change wrote %d rules; want a leaf and the Service's chains", n)
 	}
 }
@@ -129,11 +129,11 @@ func TestTreeGrowsWithoutWaitingForAFullSync(t *testing.T) {
 	if builder.depth != treeDepth(300) {
 		t.Fatalf("depth %d after growing to 300 addresses, want %d", builder.depth, treeDepth(300))
 	}
-	mustContain(t, rs.Data, ":KUBE-SERVICES - [0:0]", `-A KUBE-SERVICES -m comment --comment "kproxy service dispatch by destination address" -j KUBE-SVCT-R`)
+	mustContain(t, rs.Data(), ":KUBE-SERVICES - [0:0]", `-A KUBE-SERVICES -m comment --comment "kproxy service dispatch by destination address" -j KUBE-SVCT-R`)
 	// A further one-Service change is partial again.
 	snap.Changed = map[types.NamespacedName]struct{}{list[7].Name.NamespacedName: {}}
 	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{list[7].Name.NamespacedName: {list[7]}}
 	snap.Endpoints[list[7].Name] = []*model.Endpoint{ep("10.250.0.7", 80, "n")}
 	rs = builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
-	mustNotContain(t, rs.Data, ":KUBE-SERVICES", ":KUBE-SVCT-")
+	mustNotContain(t, rs.Data(), ":KUBE-SERVICES", ":KUBE-SVCT-")
 }

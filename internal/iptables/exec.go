@@ -56,11 +56,16 @@ func NewFlavourRunner(f model.Family, fl Flavour) Runner {
 }
 
 func (r *execRunner) Restore(data []byte) error {
+	return r.RestoreInput(Input{data})
+}
+
+// RestoreInput streams the input to iptables-restore from its pieces (see Input).
+func (r *execRunner) RestoreInput(in Input) error {
 	cmd := exec.Command(r.restore, "-w", "5", "--noflush", "--counters")
-	cmd.Stdin = bytes.NewReader(data)
+	cmd.Stdin = in.Reader()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s: %w: %s%s", r.restore, err, strings.TrimSpace(string(out)), restoreErrorContext(out, data))
+		return fmt.Errorf("%s: %w: %s%s", r.restore, err, strings.TrimSpace(string(out)), restoreErrorContext(out, in.Bytes()))
 	}
 	return nil
 }

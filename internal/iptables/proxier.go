@@ -83,23 +83,23 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) err
 	}
 	rs := p.builder.Build(BuildInput{Params: params, Snapshot: snap, Full: full, KernelChains: kernelChains, JumpRules: jumps})
 	fam := params.Family.String()
-	if !full && rs.FilterRules+rs.NatRules == 0 && !bytes.Contains(rs.Data, []byte("\n:")) {
+	if !full && rs.FilterRules+rs.NatRules == 0 && !bytes.Contains(rs.Data(), []byte("\n:")) {
 		// Nothing of this family changed (an empty restore still costs a process).
 		return nil
 	}
-	if err := p.runner.Restore(rs.Data); err != nil {
+	if err := restoreInput(p.runner, rs.Input); err != nil {
 		if full {
 			p.metrics.IPTablesRestoreFailuresTotal.WithLabelValues(fam).Inc()
 		} else {
 			p.metrics.IPTablesPartialRestoreFailuresTotal.WithLabelValues(fam).Inc()
 		}
 		p.builder.Reset()
-		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, len(rs.Data), err)
+		return fmt.Errorf("%s restore (full=%v, %d bytes): %w", params.Family, full, rs.Input.Len(), err)
 	}
 	if p.rules == nil {
 		p.rules = ruleCounts{}
 	}
-	p.rules.apply(rs.Data, full)
+	p.rules.apply(rs.Input, full)
 	p.programmed.Store(true)
 	p.metrics.IPTablesRulesLastSync.WithLabelValues("filter", fam).Set(float64(rs.FilterRules))
 	p.metrics.IPTablesRulesLastSync.WithLabelValues("nat", fam).Set(float64(rs.NatRules))
@@ -109,7 +109,7 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot, full bool) err
 	p.metrics.NoLocalEndpointsTotal.WithLabelValues("external", fam).Set(float64(rs.NoLocalEndpoints["external"]))
 	logger.V(2).Info("Synced iptables rules", "family", params.Family, "full", full,
 		"services", len(snap.Services), "natRules", rs.NatRules, "filterRules", rs.FilterRules,
-		"bytes", len(rs.Data), "elapsed", time.Since(start))
+		"bytes", rs.Input.Len(), "elapsed", time.Since(start))
 	return nil
 }
 

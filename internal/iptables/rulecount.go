@@ -11,14 +11,14 @@ type ruleCounts map[string]map[string]int
 // apply updates the counts with a restore input that succeeded: a declared chain
 // (":CHAIN") is flushed by iptables-restore, "-A CHAIN" adds a rule, "-X CHAIN"
 // deletes the chain. A full input declares every chain kproxy owns, so it starts over.
-func (c ruleCounts) apply(data []byte, full bool) {
+func (c ruleCounts) apply(in Input, full bool) {
 	if full {
 		for t := range c {
 			delete(c, t)
 		}
 	}
 	var table map[string]int
-	for _, line := range bytes.Split(data, []byte("\n")) {
+	in.lines(func(line []byte) {
 		switch {
 		case len(line) > 1 && line[0] == '*':
 			name := string(line[1:])
@@ -28,19 +28,28 @@ func (c ruleCounts) apply(data []byte, full bool) {
 			table = c[name]
 		case table == nil:
 		case len(line) > 1 && line[0] == ':':
-			if f := bytes.Fields(line[1:]); len(f) > 0 {
-				table[string(f[0])] = 0
+			if w := firstWord(line[1:]); len(w) > 0 {
+				table[string(w)] = 0
 			}
 		case bytes.HasPrefix(line, []byte("-A ")):
-			if f := bytes.Fields(line[3:]); len(f) > 0 {
-				table[string(f[0])]++
+			if w := firstWord(line[3:]); len(w) > 0 {
+				table[string(w)]++
 			}
 		case bytes.HasPrefix(line, []byte("-X ")):
-			if f := bytes.Fields(line[3:]); len(f) > 0 {
-				delete(table, string(f[0]))
+			if w := firstWord(line[3:]); len(w) > 0 {
+				delete(table, string(w))
 			}
 		}
+	})
+}
+
+// firstWord is b's first blank-separated word (a chain name), without allocating.
+func firstWord(b []byte) []byte {
+	b = bytes.TrimLeft(b, " \t")
+	if i := bytes.IndexAny(b, " \t"); i >= 0 {
+		return b[:i]
 	}
+	return b
 }
 
 // total is the number of rules in the table's chains.

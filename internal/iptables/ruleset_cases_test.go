@@ -39,14 +39,14 @@ func TestNoEndpointsRejectEverywhere(t *testing.T) {
 	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.168.99.11")}
 	sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("1.2.3.4")}
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: nil}), Full: true})
-	mustContain(t, rs.Data,
+	mustContain(t, rs.Data(),
 		`-A KUBE-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j REJECT`,
 		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 192.168.99.11 --dport 80 -j REJECT`,
 		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j REJECT`,
 		`-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/lb:http has no endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3001 -j REJECT`,
 	)
 	// No nat chains at all for a Service without endpoints.
-	mustNotContain(t, rs.Data, "KUBE-SVC-", "KUBE-EXT-", "KUBE-SEP-")
+	mustNotContain(t, rs.Data(), "KUBE-SVC-", "KUBE-EXT-", "KUBE-SEP-")
 }
 
 func TestNotReadyEndpointsAreNotUsed(t *testing.T) {
@@ -54,8 +54,8 @@ func TestNotReadyEndpointsAreNotUsed(t *testing.T) {
 	notReady := ep("10.180.0.9", 80, "node2")
 	notReady.Ready, notReady.Serving = false, false
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {notReady}}), Full: true})
-	mustContain(t, rs.Data, `-A KUBE-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp -d 172.30.0.50 --dport 80 -j REJECT`)
-	mustNotContain(t, rs.Data, "10.180.0.9")
+	mustContain(t, rs.Data(), `-A KUBE-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp -d 172.30.0.50 --dport 80 -j REJECT`)
+	mustNotContain(t, rs.Data(), "10.180.0.9")
 }
 
 func TestEqualShares(t *testing.T) {
@@ -63,11 +63,11 @@ func TestEqualShares(t *testing.T) {
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {
 		ep("10.0.0.1", 80, "a"), ep("10.0.0.2", 80, "a"), ep("10.0.0.3", 80, "a"), ep("10.0.0.4", 80, "a")}}), Full: true})
 	for _, p := range []string{"0.2500000000", "0.3333333333", "0.5000000000"} {
-		if !strings.Contains(string(rs.Data), "--probability "+p) {
+		if !strings.Contains(string(rs.Data()), "--probability "+p) {
 			t.Errorf("missing probability %s", p)
 		}
 	}
-	if n := strings.Count(string(rs.Data), "--probability"); n != 3 {
+	if n := strings.Count(string(rs.Data()), "--probability"); n != 3 {
 		t.Errorf("%d probabilistic rules, want 3 (the last endpoint's rule is unconditional)", n)
 	}
 }
@@ -79,7 +79,7 @@ func TestSessionAffinity(t *testing.T) {
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {e}}), Full: true})
 	sep := endpointChain(sp, e)
 	svc := chainsFor(sp).svc
-	mustContain(t, rs.Data,
+	mustContain(t, rs.Data(),
 		`-A `+svc+` -m comment --comment "ns/sticky:http -> 10.180.0.1:80" -m recent --name `+sep+` --rcheck --seconds 600 --reap -j `+sep,
 		`-A `+sep+` -m comment --comment ns/sticky:http -m recent --name `+sep+` --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80`,
 	)
@@ -94,7 +94,7 @@ func TestSourceRangesFirewall(t *testing.T) {
 	snap.Node = &model.Node{Name: "n", Addresses: []netip.Addr{netip.MustParseAddr("192.168.0.2")}}
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
 	c := chainsFor(sp)
-	mustContain(t, rs.Data,
+	mustContain(t, rs.Data(),
 		`-A KUBE-SERVICES -m comment --comment "ns/fw:http loadbalancer IP" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j `+c.fw,
 		`-A `+c.fw+` -m comment --comment "ns/fw:http loadbalancer IP" -s 192.168.0.0/24 -j `+c.ext,
 		// The node IP 192.168.0.2 is inside the range, so the LB IP is admitted as a source.
@@ -107,7 +107,7 @@ func TestInternalPolicyLocalWithoutLocalEndpointsDrops(t *testing.T) {
 	sp := clusterIPPort("itp", "172.30.1.1")
 	sp.InternalPolicyLocal = true
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(map[*model.ServicePort][]*model.Endpoint{sp: {ep("10.0.1.3", 80, "node2")}}), Full: true})
-	mustContain(t, rs.Data, `-A KUBE-SERVICES -m comment --comment "ns/itp:http has no local endpoints" -m tcp -p tcp -d 172.30.1.1 --dport 80 -j DROP`)
+	mustContain(t, rs.Data(), `-A KUBE-SERVICES -m comment --comment "ns/itp:http has no local endpoints" -m tcp -p tcp -d 172.30.1.1 --dport 80 -j DROP`)
 	if rs.NoLocalEndpoints["internal"] != 1 {
 		t.Errorf("no-local-endpoints internal = %d, want 1", rs.NoLocalEndpoints["internal"])
 	}
@@ -126,16 +126,16 @@ func TestPartialSyncWritesOnlyChangedServices(t *testing.T) {
 	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{b.Name.NamespacedName: {b}}
 	second := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
 
-	mustContain(t, second.Data,
+	mustContain(t, second.Data(),
 		":"+chainsFor(b).svc+" - [0:0]",
 		"-X "+endpointChain(b, ep("10.1.0.2", 80, "n")),
 	)
 	// The dispatch rules did not change, so KUBE-SERVICES is left alone.
-	mustNotContain(t, second.Data, ":KUBE-SERVICES", "-A KUBE-SERVICES")
+	mustNotContain(t, second.Data(), ":KUBE-SERVICES", "-A KUBE-SERVICES")
 	// a's chains are neither declared (which would flush them) nor deleted.
-	mustNotContain(t, second.Data, ":"+chainsFor(a).svc, "-A "+chainsFor(a).svc, "-X "+chainsFor(a).svc)
+	mustNotContain(t, second.Data(), ":"+chainsFor(a).svc, "-A "+chainsFor(a).svc, "-X "+chainsFor(a).svc)
 	// Nothing else changed: the filter table and KUBE-NODEPORTS are left alone.
-	mustNotContain(t, second.Data, ":KUBE-NODEPORTS", ":KUBE-FORWARD", ":KUBE-EXTERNAL-SERVICES")
+	mustNotContain(t, second.Data(), ":KUBE-NODEPORTS", ":KUBE-FORWARD", ":KUBE-EXTERNAL-SERVICES")
 }
 
 func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
@@ -153,13 +153,13 @@ func TestPartialSyncRewritesDispatchWhenAnAddressChanges(t *testing.T) {
 	rs := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
 	// The flat layout's KUBE-SERVICES is rewritten whole, with both Services and the
 	// NodePorts jump last.
-	mustContain(t, rs.Data,
+	mustContain(t, rs.Data(),
 		":KUBE-SERVICES - [0:0]",
 		`-A KUBE-SERVICES -m comment --comment "ns/a:http cluster IP" -m tcp -p tcp -d 172.30.0.1 --dport 80 -j `+chainsFor(a).svc,
 		`-A KUBE-SERVICES -m comment --comment "ns/b:http cluster IP" -m tcp -p tcp -d 172.30.0.9 --dport 80 -j `+chainsFor(b).svc,
 	)
 	var services []string
-	for _, l := range strings.Split(string(rs.Data), "\n") {
+	for _, l := range strings.Split(string(rs.Data()), "\n") {
 		if strings.HasPrefix(l, "-A KUBE-SERVICES ") {
 			services = append(services, l)
 		}
@@ -180,7 +180,7 @@ func TestChainDeclarationsAreInNameOrder(t *testing.T) {
 	}
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snapshotOf(eps), Full: true})
 	declared := 0
-	for _, table := range strings.Split(string(rs.Data), "COMMIT\n") {
+	for _, table := range strings.Split(string(rs.Data()), "COMMIT\n") {
 		var names []string
 		for _, line := range strings.Split(table, "\n") {
 			if strings.HasPrefix(line, ":") {
@@ -213,18 +213,18 @@ func TestPartialSyncLeavesUnchangedEndpointChains(t *testing.T) {
 	snap.PreviousPorts = map[types.NamespacedName][]*model.ServicePort{svc.Name.NamespacedName: {svc}}
 	second := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
 
-	mustContain(t, second.Data,
+	mustContain(t, second.Data(),
 		":"+chainsFor(svc).svc+" - [0:0]",
 		":"+endpointChain(svc, e4)+" - [0:0]",
 		"-A "+endpointChain(svc, e4)+" -m comment --comment ns/web:http -m tcp -p tcp -j DNAT --to-destination 10.1.0.4:80",
 		"-X "+endpointChain(svc, e3),
 	)
 	for _, kept := range []*model.Endpoint{e1, e2} {
-		mustNotContain(t, second.Data, ":"+endpointChain(svc, kept), "-A "+endpointChain(svc, kept), "-X "+endpointChain(svc, kept))
+		mustNotContain(t, second.Data(), ":"+endpointChain(svc, kept), "-A "+endpointChain(svc, kept), "-X "+endpointChain(svc, kept))
 	}
 
 	// The builder still knows e1's chain: removing e1 later deletes it.
 	snap.Endpoints[svc.Name] = []*model.Endpoint{e2, e4}
 	third := builder.Build(BuildInput{Params: referenceParams(), Snapshot: snap})
-	mustContain(t, third.Data, "-X "+endpointChain(svc, e1))
+	mustContain(t, third.Data(), "-X "+endpointChain(svc, e1))
 }

@@ -147,7 +147,7 @@ func TestBuildMatchesUpstreamReference(t *testing.T) {
 		svc2: {ep("10.180.0.3", 8080, "test-node"), ep("10.180.1.3", 8080, "node2")},
 	})
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, Full: true})
-	got, want := byChain(t, string(rs.Data)), byChain(t, upstreamReference)
+	got, want := byChain(t, string(rs.Data())), byChain(t, upstreamReference)
 	for k, w := range want {
 		if strings.Join(got[k], "\n") != strings.Join(w, "\n") {
 			t.Errorf("%s:\n got:\n%s\nwant:\n%s", k, strings.Join(got[k], "\n"), strings.Join(w, "\n"))

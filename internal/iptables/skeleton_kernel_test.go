@@ -48,7 +48,7 @@ func TestNetlinkSkeletonAgreesWithIPTablesSave(t *testing.T) {
 	snap, _ := manyServices(100)
 	js := jumpRules(true)
 	rs := Build(BuildInput{Params: referenceParams(), Snapshot: snap, JumpRules: missingJumps(js, nil)})
-	if err := r.Restore(rs.Data); err != nil {
+	if err := r.Restore(rs.Data()); err != nil {
 		t.Fatal(err)
 	}
 	// One jump removed behind kproxy's back.

@@ -53,13 +53,11 @@ func join(groups ...[]string) []string {
 // copies what it holds, so a buffer of tens of megabytes never exists twice.
 type chunks struct {
 	blocks [][]byte
-	size   int
 }
 
 const chunkSize = 1 << 20
 
 func (c *chunks) Write(p []byte) {
-	c.size += len(p)
 	for len(p) > 0 {
 		if n := len(c.blocks); n == 0 || len(c.blocks[n-1]) == cap(c.blocks[n-1]) {
 			c.blocks = append(c.blocks, make([]byte, 0, chunkSize))
@@ -68,15 +66,5 @@ func (c *chunks) Write(p []byte) {
 		k := min(cap(*last)-len(*last), len(p))
 		*last = append(*last, p[:k]...)
 		p = p[k:]
-	}
-}
-
-// Len is the number of bytes written.
-func (c *chunks) Len() int { return c.size }
-
-// WriteTo appends everything written, in order, to out.
-func (c *chunks) WriteTo(out *bytes.Buffer) {
-	for _, b := range c.blocks {
-		out.Write(b)
 	}
 }

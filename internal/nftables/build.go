@@ -1,6 +1,8 @@
 package nftables
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -48,7 +50,7 @@ type buildInput struct {
 // sync's elements are only in ops, not in tx. It is pure apart from reusing in.prev,
 // which it updates in place: when tx fails, the caller must drop both.
 func build(tx *knftables.Transaction, in buildInput) (next *state, ops []elementOp) {
-	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]struct{}{}}
+	b := &txBuilder{p: in.params, tx: tx, now: in.now, touched: map[elementID]prior{}, slotWant: map[elementID]element{}}
 	if in.full || in.prev == nil {
 		b.full(in)
 		b.elementsApart = in.elementsApart
@@ -75,8 +77,13 @@ type txBuilder struct {
 	mapAdds      []string // endpoint maps added (and flushed, in a full sync)
 	mapDeletes   []string
 	chainDeletes []string
-	touched      map[elementID]struct{}
-	ops          []elementOp // the element operations, in the order of tx
+	// touched holds the elements whose owners this sync changes, with what the
+	// kernel held before the first change (see touch).
+	touched map[elementID]prior
+	// slotWant holds the endpoint-map elements this sync wants among the touched ones
+	// (they have no owners; see portObjects.slots).
+	slotWant map[elementID]element
+	ops      []elementOp // the element operations, in the order of tx
 	// fullElements: every wanted element is (re)added, as the maps were flushed.
 	fullElements bool
 	// elementsApart: the elements go to ops only, not into tx (see buildInput).
@@ -147,8 +154,9 @@ func (b *txBuilder) full(in buildInput) {
 			desired[c.name] = true
 			delete(b.st.pendingDelete, c.name)
 		}
-		for _, el := range objs.elements {
-			b.st.own(name, el)
+		for i := range objs.elements {
+			el := &objs.elements[i]
+			b.st.own(el.id(), objs, el)
 		}
 		for set, t := range objs.affinity {
 			b.setTimeouts[set] = t
@@ -158,9 +166,10 @@ func (b *txBuilder) full(in buildInput) {
 			desiredMaps[m] = true
 		}
 	}
-	b.st.nodeElements = nodePortElements(p)
-	for _, el := range b.st.nodeElements {
-		b.st.own(nodeOwner, el)
+	b.st.node = &portObjects{name: nodeOwner, elements: nodePortElements(p)}
+	for i := range b.st.node.elements {
+		el := &b.st.node.elements[i]
+		b.st.own(el.id(), b.st.node, el)
 	}
 
 	// Affinity sets keep their clients across full syncs, unless their timeout changed
@@ -249,12 +258,15 @@ func (b *txBuilder) partial(in buildInput) {
 		}
 	}
 	// The node's NodePort addresses may change without a Service changing.
-	for i := range b.st.nodeElements {
-		b.touched[b.st.disown(nodeOwner, &b.st.nodeElements[i])] = struct{}{}
+	if b.st.node != nil {
+		for i := range b.st.node.elements {
+			b.st.disown(b.touch(&b.st.node.elements[i]), nodeOwner)
+		}
 	}
-	b.st.nodeElements = nodePortElements(b.p)
-	for _, el := range b.st.nodeElements {
-		b.touched[b.st.own(nodeOwner, el)] = struct{}{}
+	b.st.node = &portObjects{name: nodeOwner, elements: nodePortElements(b.p)}
+	for i := range b.st.node.elements {
+		el := &b.st.node.elements[i]
+		b.st.own(b.touch(el), b.st.node, el)
 	}
 	b.deleteDueChains()
 }
@@ -313,11 +325,66 @@ func (b *txBuilder) diffPort(name model.ServicePortName, old, cur *portObjects) 
 		}
 	}
 	for i := range old.elements {
-		b.touched[b.st.disown(name, &old.elements[i])] = struct{}{}
+		b.st.disown(b.touch(&old.elements[i]), name)
 	}
-	for _, el := range cur.elements {
-		b.touched[b.st.own(name, el)] = struct{}{}
+	for i := range cur.elements {
+		el := &cur.elements[i]
+		b.st.own(b.touch(el), cur, el)
 	}
+	b.diffSlots(old, cur)
+}
+
+// diffSlots records the endpoint-map elements that change between old and cur: those
+// of old are held by the kernel, those of cur wanted. A map whose slots are the same
+// costs nothing.
+func (b *txBuilder) diffSlots(old, cur *portObjects) {
+	same := func(m string, slots []slot) bool {
+		for i, om := range old.endpointMaps {
+			if om == m {
+				return slices.Equal(old.slots[i], slots)
+			}
+		}
+		return false
+	}
+	for i, m := range cur.endpointMaps {
+		if same(m, cur.slots[i]) {
+			continue
+		}
+		for _, s := range cur.slots[i] {
+			el := s.element(m)
+			id := el.id()
+			b.slotWant[id] = el
+			if _, ok := b.touched[id]; !ok {
+				b.touched[id] = prior{}
+			}
+		}
+	}
+	for i, m := range old.endpointMaps {
+		if k := slices.Index(cur.endpointMaps, m); k >= 0 && slices.Equal(old.slots[i], cur.slots[k]) {
+			continue
+		}
+		for _, s := range old.slots[i] {
+			el := s.element(m)
+			b.touched[el.id()] = prior{el: el, held: true}
+		}
+	}
+}
+
+// prior is what the kernel held for an element ID before this sync changed its owners.
+type prior struct {
+	el   element
+	held bool
+}
+
+// touch returns el's ID, recording on the first touch in this sync what the kernel
+// holds for it: the winner among its owners as they were.
+func (b *txBuilder) touch(el *element) elementID {
+	id := el.id()
+	if _, ok := b.touched[id]; !ok {
+		have, held := b.st.winner(id)
+		b.touched[id] = prior{el: have, held: held}
+	}
+	return id
 }
 
 // retire flushes a chain that is no longer used and schedules its deletion; a chain
@@ -370,20 +437,33 @@ func (b *txBuilder) emit() {
 	// Elements: resolve each touched element against what the kernel holds.
 	var adds []element
 	if b.fullElements {
-		ids := make([]elementID, 0, len(b.st.wanted))
-		for id := range b.st.wanted {
-			ids = append(ids, id)
+		// Every wanted element and every port's endpoint-map elements, in ID order.
+		n := len(b.st.wanted)
+		for _, o := range b.st.ports {
+			for _, s := range o.slots {
+				n += len(s)
+			}
 		}
-		sortIDs(ids)
 		// Sized up front: at ten thousand Services these hold over 100,000 elements,
 		// and growing them by appends would allocate several times that.
-		adds = make([]element, 0, len(ids))
-		b.ops = make([]elementOp, 0, len(ids))
-		b.st.kernel = make(map[elementID]element, len(ids))
-		for _, id := range ids {
+		all := make([]idElement, 0, n)
+		for id := range b.st.wanted {
 			el, _ := b.st.winner(id)
-			b.st.kernel[id] = el
-			adds = append(adds, el)
+			all = append(all, idElement{id, el})
+		}
+		for _, o := range b.st.ports {
+			for i, m := range o.endpointMaps {
+				for _, s := range o.slots[i] {
+					el := s.element(m)
+					all = append(all, idElement{elementID{m, el.key[0]}, el})
+				}
+			}
+		}
+		slices.SortFunc(all, func(a, b idElement) int { return compareIDs(a.id, b.id) })
+		// The operations are the elements' only copy from here on (all is garbage).
+		b.ops = make([]elementOp, 0, len(all))
+		for i := range all {
+			b.ops = append(b.ops, elementOp{el: all[i].el})
 		}
 	} else {
 		ids := make([]elementID, 0, len(b.touched))
@@ -397,20 +477,20 @@ func (b *txBuilder) emit() {
 		}
 		for _, id := range ids {
 			want, wanted := b.st.winner(id)
-			have, held := b.st.kernel[id]
+			if !wanted {
+				want, wanted = b.slotWant[id]
+			}
+			have, held := b.touched[id].el, b.touched[id].held
 			switch {
 			case held && wanted && have.sameContent(&want):
 				continue
 			case held && deletedMaps[id.container]:
 				// Its endpoint map is deleted below, elements and all.
-				delete(b.st.kernel, id)
 			case held:
 				b.tx.Delete(have.object())
 				b.ops = append(b.ops, elementOp{del: true, el: have})
-				delete(b.st.kernel, id)
 			}
 			if wanted {
-				b.st.kernel[id] = want
 				adds = append(adds, want)
 			}
 		}
@@ -445,10 +525,13 @@ func (b *txBuilder) emit() {
 			b.tx.Add(rl)
 		}
 	}
-	for i := range adds {
-		if !b.elementsApart {
-			b.tx.Add(adds[i].object())
+	if b.fullElements && !b.elementsApart {
+		for i := range b.ops {
+			b.tx.Add(b.ops[i].el.object())
 		}
+	}
+	for i := range adds {
+		b.tx.Add(adds[i].object())
 		b.ops = append(b.ops, elementOp{el: adds[i]})
 	}
 	for _, name := range b.chainDeletes {
@@ -475,12 +558,17 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func sortIDs(ids []elementID) {
-	sort.Slice(ids, func(i, j int) bool {
-		if ids[i].container != ids[j].container {
-			return ids[i].container < ids[j].container
-		}
-		return ids[i].key < ids[j].key
-	})
+	slices.SortFunc(ids, compareIDs)
+}
+
+func compareIDs(a, b elementID) int {
+	return cmp.Or(cmp.Compare(a.container, b.container), cmp.Compare(a.key, b.key))
+}
+
+// idElement is an element with its ID, to sort them without recomputing IDs.
+type idElement struct {
+	id elementID
+	el element
 }
 
 func containsName(names []model.ServicePortName, n model.ServicePortName) bool {

@@ -10,6 +10,7 @@ import (
 	gnft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 
 	"github.com/kproxy/kproxy/internal/model"
@@ -296,6 +297,12 @@ func forceBuffers(c *netlink.Conn, n int) error {
 // writeElementsNetlink applies element operations to the family's table in one
 // netlink batch, which the kernel commits as one transaction.
 func writeElementsNetlink(f model.Family, ops []elementOp) error {
+	return writeElementsNetlinkWith(f, ops, nil)
+}
+
+// writeElementsNetlinkWith is writeElementsNetlink over the kernel's socket, or over
+// a test socket when dial is not nil (bench/memory's sink kernel).
+func writeElementsNetlinkWith(f model.Family, ops []elementOp, dial nltest.Func) error {
 	groups, err := encodeOps(f, ops)
 	if err != nil {
 		return err
@@ -306,7 +313,11 @@ func writeElementsNetlink(f model.Family, ops []elementOp) error {
 	for _, g := range groups {
 		bytes += len(g.elements) * bytesPerElement
 	}
-	conn, err := gnft.New(gnft.WithSockOptions(func(c *netlink.Conn) error { return forceBuffers(c, bytes) }))
+	opt := gnft.WithSockOptions(func(c *netlink.Conn) error { return forceBuffers(c, bytes) })
+	if dial != nil {
+		opt = gnft.WithTestDial(dial)
+	}
+	conn, err := gnft.New(opt)
 	if err != nil {
 		return err
 	}

@@ -346,7 +346,8 @@ func manyEndpoints(n int) []*model.Endpoint {
 
 // TestFirstSyncOfManyServicesOverNetlink: the first sync into an empty table writes
 // thousands of verdict elements over netlink (more than one message's attribute can
-// hold), and nft reads them back exactly as it reads its own full sync.
+// hold, in more than one batch of apartChunk operations), and nft reads them back
+// exactly as it reads its own full sync.
 func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	enterTestNetns(t)
 	nft, err := New(model.IPv4)
@@ -355,7 +356,8 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	}
 	p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
 	w := newWorld()
-	for i := 0; i < 1500; i++ {
+	const services = 3000 // 15,000 element operations
+	for i := 0; i < services; i++ {
 		sp := &model.ServicePort{Name: spn("a-namespace-of-some-length", fmt.Sprintf("a-service-name-%05d", i), "http"),
 			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP, NodePort: int32(30000 + i)}
 		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
@@ -374,7 +376,8 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	if byNft := listTable(t, "ip"); byNft != first {
 		t.Errorf("the table written over netlink differs from nft's full sync (%d vs %d bytes)", len(first), len(byNft))
 	}
-	wantIn(t, "table", first, "172.30.5.250 . tcp . 80 : goto service-", "tcp . 31499 : goto external-")
+	wantIn(t, "table", first, "172.30.5.250 . tcp . 80 : goto service-", "tcp . 31499 : goto external-",
+		"172.30.11.250 . tcp . 80 : goto service-", "tcp . 32999 : goto external-")
 }
 
 // RuleCounts over netlink agrees with nft's own listing, chain by chain, and a

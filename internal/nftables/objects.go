@@ -1,10 +1,13 @@
 package nftables
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/kproxy/kproxy/internal/model"
 )
 
 // rule is one rule of a chain, with its optional comment.
@@ -83,15 +86,38 @@ func truncComment(c string) string {
 // portObjects is everything one ServicePort puts into the kernel, as computed from the
 // snapshot; the Proxier keeps the last applied one per ServicePort to diff against.
 type portObjects struct {
+	// name is the ServicePort (nodeOwner for the node's elements).
+	name   model.ServicePortName
 	chains []*chain
 	// affinity holds the ClientIP affinity sets, by name, with their timeout.
 	affinity map[string]time.Duration
-	// endpointMaps names the endpoint maps of the dispatch chains (named as the chains).
+	// endpointMaps names the endpoint maps of the dispatch chains (named as the chains)
+	// and slots holds each one's elements, in the same order. An endpoint map is its
+	// port's alone, so its elements need no owners and are kept as slots (40 bytes an
+	// endpoint), not as elements (about 250 bytes with their strings and owners).
 	endpointMaps []string
-	elements     []element
+	slots        [][]slot
+	// elements are the elements of the shared sets and maps.
+	elements []element
 	// noLocalInternal and noLocalExternal say a Local policy of the port finds no
 	// local endpoint (for sync_proxy_rules_no_local_endpoints_total).
 	noLocalInternal, noLocalExternal bool
+}
+
+// slot is one endpoint's share of a dispatch chain's endpoint map: numgen values lo
+// to hi lead to ep (see endpointDispatch).
+type slot struct {
+	lo, hi uint16
+	ep     netip.AddrPort
+}
+
+// element is the slot as an element of map m.
+func (s slot) element(m string) element {
+	key := itoa(int(s.lo))
+	if s.hi > s.lo {
+		key += "-" + itoa(int(s.hi))
+	}
+	return element{container: m, isMap: true, key: []string{key}, value: s.ep.Addr().String() + " . " + itoa(int(s.ep.Port()))}
 }
 
 func (o *portObjects) chainMap() map[string]*chain {

@@ -146,7 +146,7 @@ func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (w
 	case apart:
 		via = "nft+netlink"
 		if err = p.nft.Run(ctx, tx); err == nil {
-			err = p.nft.writeElements(ctx, ops)
+			err = writeApart(ctx, p.nft, ops)
 		}
 	case tx.NumOperations() == 0:
 		via = "none"

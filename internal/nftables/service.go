@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		return nil
 	}
 	clusterIP := plan.ClusterIP
-	o := &portObjects{noLocalInternal: plan.Internal.NoLocalEndpoints(), noLocalExternal: plan.External.NoLocalEndpoints()}
+	o := &portObjects{name: sp.Name, noLocalInternal: plan.Internal.NoLocalEndpoints(), noLocalExternal: plan.External.NoLocalEndpoints()}
 	ip := p.ipKeyword()
 	name := sp.Name.String()
 	proto := sp.ProtocolLower()
@@ -150,11 +151,11 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 		if d.chain == "" {
 			continue
 		}
-		c, els := endpointDispatch(p, sp, affine, d.chain, d.eps)
+		c, slots := endpointDispatch(p, sp, affine, d.chain, d.eps)
 		o.chains = append(o.chains, c)
 		if !affine {
 			o.endpointMaps = append(o.endpointMaps, d.chain)
-			o.elements = append(o.elements, els...)
+			o.slots = append(o.slots, slots)
 		}
 	}
 	for _, ep := range plan.Hairpin {
@@ -193,7 +194,7 @@ const endpointSlots = 65536
 // first sends known clients to their endpoint's chain, which refreshes the client in the
 // endpoint's affinity set, and picks the others through an inline verdict map: those
 // chains are rewritten when the endpoints change.
-func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string, eps []*model.Endpoint) (*chain, []element) {
+func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string, eps []*model.Endpoint) (*chain, []slot) {
 	c := &chain{name: name}
 	ip, proto := p.ipKeyword(), sp.ProtocolLower()
 	if affine {
@@ -211,17 +212,12 @@ func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string
 		eps = eps[:endpointSlots]
 	}
 	n := len(eps)
-	elements := make([]element, n)
+	slots := make([]slot, n)
 	for i, ep := range eps {
 		lo, hi := i*endpointSlots/n, (i+1)*endpointSlots/n-1
-		key := itoa(lo)
-		if hi > lo {
-			key += "-" + itoa(hi)
-		}
-		elements[i] = element{container: name, isMap: true, key: []string{key},
-			value: ep.IP.Unmap().String() + " . " + itoa(ep.Port)}
+		slots[i] = slot{lo: uint16(lo), hi: uint16(hi), ep: netip.AddrPortFrom(ep.IP.Unmap(), uint16(ep.Port))}
 	}
-	return c, elements
+	return c, slots
 }
 
 // endpointMap is the declaration of a dispatch chain's endpoint map: numgen's value to

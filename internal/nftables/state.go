@@ -13,10 +13,20 @@ import (
 // (nodeport-ips); the zero ServicePortName sorts before every real one.
 var nodeOwner = model.ServicePortName{}
 
-// ownedElement is one owner's wish for an element.
+// ownedElement is one owner's wish for an element: the element in the owner's
+// portObjects, which is never changed once built (a change replaces it, after its
+// elements were disowned), so pointing into it costs 16 bytes instead of a copy of
+// the element and of the owner's name.
 type ownedElement struct {
-	owner model.ServicePortName
-	el    element
+	owner *portObjects
+	el    *element
+}
+
+// owners is every owner that wants one element. There is almost always one, held
+// inline; more is for the rest (two ports of one ClusterIP, two Services of one pod).
+type owners struct {
+	first ownedElement
+	more  []ownedElement
 }
 
 // state is what the kernel holds after the last successful sync: the Proxier keeps it
@@ -33,11 +43,14 @@ type state struct {
 	// element (two ports of one ClusterIP, two Services of one pod); it stays while one
 	// owner wants it. When owners disagree on a map value the lowest owner wins, so the
 	// result does not depend on sync order.
-	wanted map[elementID][]ownedElement
-	// kernel holds the elements the kernel holds.
-	kernel map[elementID]element
-	// nodeElements are the elements nodeOwner wants (nodeport-ips).
-	nodeElements []element
+	//
+	// What the kernel holds is not recorded apart: after a successful sync it is, for
+	// every ID, the winner among its owners (a sync captures the winners of the IDs it
+	// touches before changing them, see txBuilder.touch). A copy would cost 30 MiB at
+	// ten thousand Services x 10 endpoints.
+	wanted map[elementID]owners
+	// node holds the elements nodeOwner wants (nodeport-ips).
+	node *portObjects
 	// pendingDelete holds chains that were flushed and are no longer referenced, with
 	// the time they became unused: they are deleted by a later transaction, because
 	// kernels before 6.2 keep a dropped verdict-map reference until the commit ends.
@@ -64,8 +77,7 @@ func newState(p *Params) *state {
 		detector:      p.LocalDetector,
 		ports:         map[model.ServicePortName]*portObjects{},
 		byService:     map[types.NamespacedName][]model.ServicePortName{},
-		wanted:        map[elementID][]ownedElement{},
-		kernel:        map[elementID]element{},
+		wanted:        map[elementID]owners{},
 		pendingDelete: map[string]time.Time{},
 	}
 }
@@ -77,42 +89,56 @@ func ownerLess(a, b model.ServicePortName) bool {
 		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol)) < 0
 }
 
-func (s *state) own(owner model.ServicePortName, el element) elementID {
-	id := el.id()
-	s.wanted[id] = append(s.wanted[id], ownedElement{owner: owner, el: el})
-	return id
+// own records that o wants el (an element of o.elements), whose ID is id.
+func (s *state) own(id elementID, o *portObjects, el *element) {
+	w, ok := s.wanted[id]
+	if !ok {
+		s.wanted[id] = owners{first: ownedElement{owner: o, el: el}}
+		return
+	}
+	w.more = append(w.more, ownedElement{owner: o, el: el})
+	s.wanted[id] = w
 }
 
-func (s *state) disown(owner model.ServicePortName, el *element) elementID {
-	id := el.id()
-	owners := s.wanted[id]
-	for i := range owners {
-		if owners[i].owner == owner {
-			owners = append(owners[:i], owners[i+1:]...)
-			break
+// disown records that the owner named owner no longer wants the element id.
+func (s *state) disown(id elementID, owner model.ServicePortName) {
+	w, ok := s.wanted[id]
+	if !ok {
+		return
+	}
+	switch {
+	case w.first.owner.name == owner && len(w.more) == 0:
+		delete(s.wanted, id)
+		return
+	case w.first.owner.name == owner:
+		w.first, w.more = w.more[0], w.more[1:]
+	default:
+		for i := range w.more {
+			if w.more[i].owner.name == owner {
+				w.more = append(w.more[:i:i], w.more[i+1:]...)
+				break
+			}
 		}
 	}
-	if len(owners) == 0 {
-		delete(s.wanted, id)
-	} else {
-		s.wanted[id] = owners
+	if len(w.more) == 0 {
+		w.more = nil
 	}
-	return id
+	s.wanted[id] = w
 }
 
 // winner is the element the kernel should hold for id, if any owner wants it.
 func (s *state) winner(id elementID) (element, bool) {
-	owners := s.wanted[id]
-	if len(owners) == 0 {
+	w, ok := s.wanted[id]
+	if !ok {
 		return element{}, false
 	}
-	best := 0
-	for i := 1; i < len(owners); i++ {
-		if ownerLess(owners[i].owner, owners[best].owner) {
-			best = i
+	best := w.first
+	for _, o := range w.more {
+		if ownerLess(o.owner.name, best.owner.name) {
+			best = o
 		}
 	}
-	return owners[best].el, true
+	return *best.el, true
 }
 
 // affinityTimeouts maps every affinity set the state's ServicePorts hold to its timeout.

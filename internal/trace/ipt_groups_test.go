@@ -63,7 +63,7 @@ func fixtureParams() iptables.Params {
 }
 
 func build(p iptables.Params, w world) []byte {
-	return iptables.Build(iptables.BuildInput{Params: p, Snapshot: w.snapshot(), Full: true}).Data
+	return iptables.Build(iptables.BuildInput{Params: p, Snapshot: w.snapshot(), Full: true}).Data()
 }
 
 func TestGroupAClusterIPGeneral(t *testing.T) {

@@ -137,6 +137,7 @@ func slim(obj any) (any, error) {
 		o.ManagedFields, o.Annotations = nil, nil
 	case *discoveryv1.EndpointSlice:
 		o.ManagedFields = nil
+		o.Endpoints = rightSized(o.Endpoints)
 		if t, ok := o.Annotations[model.LastChangeTriggerTimeAnnotation]; ok {
 			o.Annotations = map[string]string{model.LastChangeTriggerTimeAnnotation: t}
 		} else {
