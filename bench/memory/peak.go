@@ -84,8 +84,11 @@ func MeasurePeak(mode string, n, m int, profileDir string) (p Peak, err error) {
 
 	client := fake.NewClientset()
 	serveLists(client, n, m)
-	tracker := model.NewTracker("node1", nil)
-	src := apiserver.NewWithClient(apiserver.Options{NodeName: "node1", ResyncPeriod: 15 * time.Minute}, client, "fake", tracker)
+	tracker := model.NewTracker("node1", nil, nil)
+	src, err := apiserver.NewWithClient(apiserver.Options{NodeName: "node1", ResyncPeriod: 15 * time.Minute}, client, "fake", tracker)
+	if err != nil {
+		return p, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
