@@ -376,3 +376,34 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 	}
 	wantIn(t, "table", first, "172.30.5.250 . tcp . 80 : goto service-", "tcp . 31499 : goto external-")
 }
+
+// TestRestartRebuildsInPlaceWithNft: a new Proxier (a restarted kproxy) on a table
+// that serves traffic rebuilds it in place through the real nft, which cannot add a
+// rule looking up a typeof map the kernel already holds: the endpoint maps are
+// recreated in the transaction. The table ends as the previous process left it, and
+// the Service keeps answering.
+func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
+	enterTestNetns(t)
+	w := referenceWorld()
+	sync := func(what string) *Proxier {
+		t.Helper()
+		nft, err := New(model.IPv4)
+		if err != nil {
+			t.Fatalf("knftables: %v", err)
+		}
+		p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
+		if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return p
+	}
+	sync("first start")
+	before := listTable(t, "ip")
+	p := sync("restart")
+	if p.inPlaceFailed {
+		t.Error("the rebuild in place failed")
+	}
+	if after := listTable(t, "ip"); after != before {
+		t.Errorf("the table after the restart differs:\n%s\nbefore:\n%s", after, before)
+	}
+}
