@@ -309,11 +309,11 @@ func (e *env) killAndConverge(t *testing.T, point killPoint, before, r bulkRange
 		pid, rep.afterRun.Seconds(), rep.writer, len(rep.killed), in, r.to-r.from, stale, landed)
 	e.startProxy(t)
 	took, serving := e.convergeTo(t, ref, r)
-	attempted, failed := 0, 0
+	attempted, failed, slow := 0, 0, 0
 	if loop != nil {
 		time.Sleep(time.Second) // the loop runs on past the convergence
 		answers, failures := loop.finish()
-		attempted, failed = answers+len(failures), len(failures)
+		attempted, failed, slow = answers+len(failures), len(failures), len(loop.slowOnes())
 		if failed > 0 {
 			t.Errorf("%d of %d connections to the unchanged Service failed across the kill and the restart: %s",
 				failed, attempted, strings.Join(failures, "; "))
@@ -324,8 +324,8 @@ func (e *env) killAndConverge(t *testing.T, point killPoint, before, r bulkRange
 	}
 	// recover: from the restart until the ruleset equals the clean start's;
 	// serving: until exactly the wanted Services had ClusterIP rules.
-	t.Logf("FAULT case=%s mode=%s attempted=%d failed=%d recover=%.3fs serving=%.3fs killed_at=%.3fs programmed_at_kill=%d/%d stale_at_kill=%d landed=%s writer=%q",
-		name, e.mode, attempted, failed, took.Seconds(), serving.Seconds(), rep.afterRun.Seconds(), in, r.to-r.from, stale, landed, rep.writer)
+	t.Logf("FAULT case=%s mode=%s attempted=%d failed=%d recover=%.3fs serving=%.3fs killed_at=%.3fs programmed_at_kill=%d/%d stale_at_kill=%d landed=%s slow=%d writer=%q",
+		name, e.mode, attempted, failed, took.Seconds(), serving.Seconds(), rep.afterRun.Seconds(), in, r.to-r.from, stale, landed, slow, rep.writer)
 }
 
 // landedShare says how much of the move from before's Services to r's the kernel
