@@ -160,7 +160,7 @@ func (f *faultAPIEnv) testAPIFault(t *testing.T, fault faultproxy.Fault, mutable
 	waitBackends(t, a.pod, "Service created during the fault", newTarget, apiResume, "pod-b2")
 	waitBackends(t, a.pod, "Service changed during the fault", mutable, apiResume, mutableTo)
 	answeredAt := time.Now()
-	recover := answeredAt.Sub(recoveredAt)
+	recovery := answeredAt.Sub(recoveredAt)
 	// Keep the loop running through the resync that follows the recovery.
 	time.Sleep(2 * time.Second)
 	a.requireRunningDuring(t, fault)
@@ -172,7 +172,7 @@ func (f *faultAPIEnv) testAPIFault(t *testing.T, fault faultproxy.Fault, mutable
 	// recover: from the fault's end until both changes answer; during: whether (and
 	// how long after the writes) the new Service answered while the fault was on.
 	t.Logf("FAULT case=api-%s mode=%s attempted=%d failed=%d recover=%.3fs during=%s since_change=%.3fs fault=%v injected=%q slow=%d",
-		fault, a.proxyMode(), answers+len(failures), len(failures), recover.Seconds(), during, answeredAt.Sub(changedAt).Seconds(),
+		fault, a.proxyMode(), answers+len(failures), len(failures), recovery.Seconds(), during, answeredAt.Sub(changedAt).Seconds(),
 		recoveredAt.Sub(faultStart).Round(time.Millisecond), injected, len(loop.slowOnes()))
 	if fault == faultproxy.Error500 || fault == faultproxy.TooManyRequests {
 		if answeredDuring > 0 {

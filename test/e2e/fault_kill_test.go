@@ -95,7 +95,7 @@ func killMidSync(p *cluster.Process, point killPoint, timeout time.Duration) (ki
 	writers := map[int][]string{}
 	for time.Since(start) < timeout {
 		if !p.Running() {
-			return killReport{}, fmt.Errorf("kproxy exited before it wrote any rules: %v", p.Exited())
+			return killReport{}, fmt.Errorf("kproxy exited before it wrote any rules: %w", p.Exited())
 		}
 		alive := map[int]bool{}
 		strike := ""
@@ -134,7 +134,7 @@ func killMidSync(p *cluster.Process, point killPoint, timeout time.Duration) (ki
 // kernel holds what the kill left and nothing more is written.
 func waitGone(p *cluster.Process, kids []int) error {
 	if err := p.Wait(30 * time.Second); err == nil || p.Running() {
-		return fmt.Errorf("kproxy after SIGKILL: exit %v, running %v", err, p.Running())
+		return fmt.Errorf("kproxy after SIGKILL: running %v, exit %w", p.Running(), err)
 	}
 	return cluster.WaitFor(func() error {
 		for _, k := range kids {

@@ -32,13 +32,13 @@ func kproxyRuleset(c *cluster.Cluster, mode string, o rulesetOpts) (ruleset, err
 	if mode == "nftables" {
 		out, err := c.Exec(cluster.KproxyNode, "nft", "-j", "list", "table", "ip", "kube-proxy")
 		if err != nil {
-			return nil, fmt.Errorf("nft -j list table ip kube-proxy in %s: %v: %s", c.NS(cluster.KproxyNode), err, firstLine(out))
+			return nil, fmt.Errorf("nft -j list table ip kube-proxy in %s: %w: %s", c.NS(cluster.KproxyNode), err, firstLine(out))
 		}
 		return normalizeNFT(out, o)
 	}
 	out, err := c.Exec(cluster.KproxyNode, "iptables-save")
 	if err != nil {
-		return nil, fmt.Errorf("iptables-save in %s: %v: %s", c.NS(cluster.KproxyNode), err, firstLine(out))
+		return nil, fmt.Errorf("iptables-save in %s: %w: %s", c.NS(cluster.KproxyNode), err, firstLine(out))
 	}
 	return normalizeIPTables(out, o), nil
 }
@@ -141,8 +141,8 @@ func scrub(v any) {
 	}
 }
 
-// diff lists the lines only in a and only in b (as multisets), at most max each.
-func (a ruleset) diff(b ruleset, max int) (onlyA, onlyB []string) {
+// diff lists the lines only in a and only in b (as multisets), at most limit each.
+func (a ruleset) diff(b ruleset, limit int) (onlyA, onlyB []string) {
 	count := map[string]int{}
 	for _, l := range b {
 		count[l]++
@@ -152,12 +152,12 @@ func (a ruleset) diff(b ruleset, max int) (onlyA, onlyB []string) {
 			count[l]--
 			continue
 		}
-		if len(onlyA) < max {
+		if len(onlyA) < limit {
 			onlyA = append(onlyA, l)
 		}
 	}
 	for _, l := range b {
-		if count[l] > 0 && len(onlyB) < max {
+		if count[l] > 0 && len(onlyB) < limit {
 			onlyB = append(onlyB, l)
 			count[l]--
 		}
@@ -165,9 +165,9 @@ func (a ruleset) diff(b ruleset, max int) (onlyA, onlyB []string) {
 	return onlyA, onlyB
 }
 
-// missingFrom lists the lines of a that b lacks (multiset), at most max.
-func (a ruleset) missingFrom(b ruleset, max int) []string {
-	onlyA, _ := a.diff(b, max)
+// missingFrom lists the lines of a that b lacks (multiset), at most limit.
+func (a ruleset) missingFrom(b ruleset, limit int) []string {
+	onlyA, _ := a.diff(b, limit)
 	return onlyA
 }
 

@@ -124,7 +124,7 @@ func (e *env) cleanStart(t *testing.T, r bulkRange) ruleset {
 // requireUp is an error once kproxy has exited.
 func (e *env) requireUp() error {
 	if !e.proxy.Running() {
-		return fmt.Errorf("kproxy exited: %v", e.proxy.Exited())
+		return fmt.Errorf("kproxy exited: %w", e.proxy.Exited())
 	}
 	return nil
 }
@@ -274,7 +274,7 @@ func runSIGKILLMidSync(t *testing.T, mode string) {
 	}{{whileWriting, first, changed, refChanged}, {afterWriter, changed, first, refFirst}}
 	for _, st := range steps {
 		ok := t.Run("LargeChange/"+st.point.String(), func(t *testing.T) {
-			loop := startClientLoop(t, c, "pod-a1", hostPort(steady.ClusterIP, 80))
+			loop := startClientLoop(t, c, "pod-a2", hostPort(steady.ClusterIP, 80))
 			if err := c.WriteManifest("bulk", st.to.manifest()); err != nil {
 				loop.finish()
 				t.Fatal(err)

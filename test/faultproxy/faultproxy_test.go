@@ -112,18 +112,19 @@ func TestDelay(t *testing.T) {
 }
 
 // openWatch starts a watch through the proxy and returns a reader of its events once
-// the first one arrived.
-func openWatch(t *testing.T, p *Proxy, c *http.Client) (*bufio.Reader, func()) {
+// the first one arrived; the stream is closed when the test ends.
+func openWatch(t *testing.T, p *Proxy, c *http.Client) *bufio.Reader {
 	t.Helper()
 	resp, err := c.Get(p.URL + "/watch?watch=true")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = resp.Body.Close() })
 	r := bufio.NewReader(resp.Body)
 	if line, err := r.ReadString('\n'); err != nil || line != "event 0\n" {
 		t.Fatalf("first watch event: %q %v", line, err)
 	}
-	return r, func() { _ = resp.Body.Close() }
+	return r
 }
 
 // watchBreaks reads events until the stream fails; it fails the test if the stream
@@ -149,8 +150,7 @@ func watchBreaks(t *testing.T, r *bufio.Reader, timeout time.Duration) {
 
 func TestCutWatches(t *testing.T) {
 	p, c := start(t, Options{CutEvery: 100 * time.Millisecond})
-	r, closeBody := openWatch(t, p, c)
-	defer closeBody()
+	r := openWatch(t, p, c)
 	if s := p.Stats(); s.OpenWatches != 1 {
 		t.Fatalf("stats %+v, want 1 open watch", s)
 	}
@@ -161,8 +161,7 @@ func TestCutWatches(t *testing.T) {
 	if code, _, body := get(t, c, p.URL+"/list"); code != 200 || body != "items\n" {
 		t.Errorf("list during cut-watches: %d %q", code, body)
 	}
-	r2, closeBody2 := openWatch(t, p, c)
-	defer closeBody2()
+	r2 := openWatch(t, p, c)
 	watchBreaks(t, r2, 2*time.Second)
 	if s := p.Stats(); s.CutConns < 2 {
 		t.Errorf("stats %+v, want at least 2 connections cut", s)
@@ -173,8 +172,7 @@ func TestCutWatches(t *testing.T) {
 // before it, so the client meets the fault instead of a stream that outlives it.
 func TestFaultCutsOpenWatches(t *testing.T) {
 	p, c := start(t, Options{})
-	r, closeBody := openWatch(t, p, c)
-	defer closeBody()
+	r := openWatch(t, p, c)
 	p.Set(Error500)
 	watchBreaks(t, r, 2*time.Second)
 }
