@@ -303,6 +303,12 @@ func (e *env) killAndConverge(t *testing.T, point killPoint, before, r bulkRange
 	}
 	got := e.programmed(t)
 	in := countIn(got, r)
+	// How much of the ruleset exists at the kill (a table without its elements has
+	// no Service programmed yet, but most of its lines).
+	atKill, err := kproxyRuleset(e.c, e.mode, rulesetOpts{})
+	if err != nil {
+		atKill = nil // no table at all
+	}
 	stale := len(got) - in // programmed, but not wanted any more
 	landed := landedShare(got, before, r)
 	t.Logf("kproxy (pid %d) killed %.3fs after the watch began, %s (%d children killed too): the kernel holds %d of the %d wanted Services and %d unwanted; the change landed: %s",
@@ -324,8 +330,8 @@ func (e *env) killAndConverge(t *testing.T, point killPoint, before, r bulkRange
 	}
 	// recover: from the restart until the ruleset equals the clean start's;
 	// serving: until exactly the wanted Services had ClusterIP rules.
-	t.Logf("FAULT case=%s mode=%s attempted=%d failed=%d recover=%.3fs serving=%.3fs killed_at=%.3fs programmed_at_kill=%d/%d stale_at_kill=%d landed=%s slow=%d writer=%q",
-		name, e.mode, attempted, failed, took.Seconds(), serving.Seconds(), rep.afterRun.Seconds(), in, r.to-r.from, stale, landed, slow, rep.writer)
+	t.Logf("FAULT case=%s mode=%s attempted=%d failed=%d recover=%.3fs serving=%.3fs killed_at=%.3fs programmed_at_kill=%d/%d stale_at_kill=%d rules_at_kill=%d/%d landed=%s slow=%d writer=%q",
+		name, e.mode, attempted, failed, took.Seconds(), serving.Seconds(), rep.afterRun.Seconds(), in, r.to-r.from, stale, len(atKill), len(ref), landed, slow, rep.writer)
 }
 
 // landedShare says how much of the move from before's Services to r's the kernel
