@@ -53,9 +53,8 @@ const (
 	rebuildApart
 	// rebuildReplace: the table is deleted and recreated in one transaction, elements
 	// included. Used only when the table could not be read or a rebuild in place
-	// failed: a packet that crosses the commit can meet the new table's empty nat
-	// chain before it and the old one's after it, and go un-DNATed to a ClusterIP
-	// that the filter chains then reject.
+	// failed: it swaps the base chains, and so the hooks, under traffic, and it
+	// drops what other software added to the table.
 	rebuildReplace
 	// rebuildInPlace: the table serves traffic (a restart of kproxy, a failed sync):
 	// it is read, and every object is rewritten in place in one transaction while the

@@ -44,11 +44,10 @@ func restarted(tp *testProxier) *testProxier {
 	return tp2
 }
 
-// A kproxy restarted on a table that serves traffic rebuilds it in place: deleting
-// and recreating the table swaps its base chains, and a packet crossing that commit
-// can miss both nat chains and be rejected as traffic to a ClusterIP (seen on a real
-// kernel by test/e2e's TestFaultSIGKILLMidSync). What the previous process left and
-// is no longer wanted goes, and the table ends up as a fresh full sync makes it.
+// A kproxy restarted on a table that serves traffic rebuilds it in place, keeping
+// its base chains (and so their hooks) instead of swapping them under traffic. What
+// the previous process left and is no longer wanted goes, and the table ends up as a
+// fresh full sync makes it.
 func TestRestartRebuildsServingTableInPlace(t *testing.T) {
 	w := referenceWorld()
 	gone := &model.ServicePort{Name: spn("ns9", "gone", "p80"), ClusterIPs: addrs("172.30.0.99"), Port: 80, Protocol: v1.ProtocolTCP}
