@@ -24,13 +24,15 @@ type buildInput struct {
 	// diffed against prev.
 	full bool
 	// prev is what the previous successful sync left in the kernel. nil means the
-	// kernel's content is unknown (first sync, or after a failure): the table is then
-	// deleted and recreated in the same transaction, which also clears leftovers of
-	// other versions whose objects could clash with ours.
+	// kernel's content is unknown (first sync, or after a failure): the sync is full.
 	prev *state
+	// replaceTable deletes and recreates the table in the transaction, which also
+	// clears leftovers of other versions whose objects could clash with ours (see
+	// Proxier.write for when).
+	replaceTable bool
 	// kernel lists the table's objects by type ("chain", "set", "map"), as read before
-	// a full sync with a known prev, to find objects that are no longer used (or that
-	// someone else added). nil when the table does not exist.
+	// a full sync that keeps the table, to find objects that are no longer used (or
+	// that someone else added). nil when the table does not exist or is replaced.
 	kernel map[string][]string
 	// ruleCounts is the number of rules in each chain of the table, read with kernel:
 	// a per-Service chain whose count is not what prev wrote was edited by someone
@@ -100,11 +102,11 @@ func (b *txBuilder) full(in buildInput) {
 	b.setTimeouts = map[string]time.Duration{}
 	table := &knftables.Table{Comment: knftables.PtrTo(tableComment)}
 	b.tx.Add(table)
-	if in.prev == nil {
+	if in.replaceTable {
 		b.tx.Delete(&knftables.Table{})
 		b.tx.Add(table)
 		b.fresh = true
-	} else {
+	} else if in.prev != nil {
 		b.st.pendingDelete = in.prev.pendingDelete
 	}
 	for _, bc := range baseChains {
@@ -121,9 +123,12 @@ func (b *txBuilder) full(in buildInput) {
 	// recorded (as many as prev wrote, by in.ruleCounts) is left alone: rewriting every chain makes nft (1.0.x) re-add thousands
 	// of anonymous maps, which takes a minute at ten thousand Services. Elements and
 	// the fixed chains, cheap, are always rewritten.
-	kernelChains := map[string]bool{}
+	kernelChains, kernelMaps := map[string]bool{}, map[string]bool{}
 	for _, name := range in.kernel["chain"] {
 		kernelChains[name] = true
+	}
+	for _, name := range in.kernel["map"] {
+		kernelMaps[name] = true
 	}
 	prevChains := map[string]*chain{}
 	if in.prev != nil {
@@ -150,6 +155,13 @@ func (b *txBuilder) full(in buildInput) {
 			if pc := prevChains[c.name]; pc == nil || !kernelChains[c.name] || !sameRules(pc.rules, c.rules) ||
 				(in.ruleCounts != nil && in.ruleCounts[c.name] != len(c.rules)) {
 				b.rewrite = append(b.rewrite, c)
+				if kernelMaps[c.name] && containsString(objs.endpointMaps, c.name) {
+					// nft 1.0.6 cannot add a rule that looks up a typeof map the
+					// kernel already holds ("conflicting protocols specified: tcp
+					// vs. th"): the chain's endpoint map is deleted and re-added in
+					// the transaction, after the flush drops the chain's reference.
+					b.mapDeletes = append(b.mapDeletes, c.name)
+				}
 			}
 			desired[c.name] = true
 			delete(b.st.pendingDelete, c.name)

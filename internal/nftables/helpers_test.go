@@ -181,7 +181,8 @@ func mustNotMention(t *testing.T, lines []string, subs ...string) {
 }
 
 // dispatch is what a dispatch chain without affinity holds for eps ("ip . port"), in
-// the fake's dump format: its one rule, and its endpoint map's elements, one interval
+// the fake's dump format: its rule and the fallback for a map miss, and its endpoint
+// map's elements, one interval
 // of the numgen range per endpoint.
 func dispatch(family, chain string, eps ...string) []string {
 	ip := "ip"
@@ -189,7 +190,8 @@ func dispatch(family, chain string, eps ...string) []string {
 		ip = "ip6"
 	}
 	lines := []string{"add rule " + family + " kube-proxy " + chain + " meta l4proto tcp dnat " + ip +
-		" addr . port to numgen random mod 65536 map @" + chain}
+		" addr . port to numgen random mod 65536 map @" + chain,
+		"add rule " + family + " kube-proxy " + chain + " drop comment \"" + mapMissComment + "\""}
 	for i, e := range eps {
 		lo, hi := i*endpointSlots/len(eps), (i+1)*endpointSlots/len(eps)-1
 		lines = append(lines, "add element "+family+" kube-proxy "+chain+" { "+itoa(lo)+"-"+itoa(hi)+" : "+e+" }")

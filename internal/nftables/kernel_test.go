@@ -415,3 +415,78 @@ func TestRuleCountsOverNetlink(t *testing.T) {
 		t.Errorf("IPv6 table (absent): %v, %v", counts6, err)
 	}
 }
+
+// TestRestartRebuildsInPlaceWithNft: a new Proxier (a restarted kproxy) on a table
+// that serves traffic rebuilds it in place through the real nft, which cannot add a
+// rule looking up a typeof map the kernel already holds: the endpoint maps are
+// recreated in the transaction. The table ends as the previous process left it, and
+// the Service keeps answering.
+func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
+	enterTestNetns(t)
+	w := referenceWorld()
+	sync := func(what string) *Proxier {
+		t.Helper()
+		nft, err := New(model.IPv4)
+		if err != nil {
+			t.Fatalf("knftables: %v", err)
+		}
+		p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
+		if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return p
+	}
+	sync("first start")
+	before := listTable(t, "ip")
+	p := sync("restart")
+	if p.inPlaceFailed {
+		t.Error("the rebuild in place failed")
+	}
+	if after := listTable(t, "ip"); after != before {
+		t.Errorf("the table after the restart differs:\n%s\nbefore:\n%s", after, before)
+	}
+}
+
+// TestStartOnUpstreamTable: kproxy started where upstream kube-proxy left its table
+// (same name, on purpose) takes it over in place, and ends with the objects a start
+// on a clean node makes, nothing of upstream's left (its chains go a sync later).
+// Only the table's comment stays upstream's (nft keeps an existing table's comment),
+// and nft lists the objects in creation order, so the listings are compared sorted.
+func TestStartOnUpstreamTable(t *testing.T) {
+	enterTestNetns(t)
+	w := referenceWorld()
+	syncWorld := func(what string) *Proxier {
+		t.Helper()
+		nft, err := New(model.IPv4)
+		if err != nil {
+			t.Fatalf("knftables: %v", err)
+		}
+		p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
+		if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return p
+	}
+	syncWorld("clean start")
+	clean := listTable(t, "ip")
+	run(t, "nft", "delete", "table", "ip", TableName)
+	run(t, "nft", "-f", "../trace/testdata/nft-reference.nft")
+	p := syncWorld("start on upstream's table")
+	if p.inPlaceFailed {
+		t.Error("taking over upstream's table in place failed")
+	}
+	time.Sleep(2 * chainDeleteDelay)
+	if err := p.Sync(t.Context(), w.snapshot(), false); err != nil {
+		t.Fatalf("sync after the takeover: %v", err)
+	}
+	tableLines := func(listing string) []string {
+		var out []string
+		for _, l := range strings.Split(listing, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, `comment "rules for kube`) && !strings.HasPrefix(l, `comment "rules for kproxy"`) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	sameLines(t, "table after taking over upstream's vs after a clean start", tableLines(listTable(t, "ip")), tableLines(clean))
+}

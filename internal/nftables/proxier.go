@@ -34,6 +34,45 @@ type Proxier struct {
 	state *state
 	// synced is set once a sync succeeded, so Flushed has something to miss.
 	synced atomic.Bool
+	// inPlaceFailed is set when a rebuild in place (see rebuildInPlace) failed: the
+	// table may hold objects of another version that clash with ours, so the next
+	// rebuild replaces it. A successful sync clears it.
+	inPlaceFailed bool
+}
+
+// rebuild is how a sync that does not know what the kernel holds (the first sync of
+// this process, or the one after a failure) treats the table it finds.
+type rebuild int
+
+const (
+	// rebuildNone: the previous sync's state is known; nothing is rebuilt.
+	rebuildNone rebuild = iota
+	// rebuildApart: the table is missing or serves nothing (its services chain has no
+	// rule): it is deleted and recreated, and a full sync's elements follow over
+	// netlink, as no traffic depends on them yet.
+	rebuildApart
+	// rebuildReplace: the table is deleted and recreated in one transaction, elements
+	// included. Used only when the table could not be read or a rebuild in place
+	// failed: it swaps the base chains, and so the hooks, under traffic, and it
+	// drops what other software added to the table.
+	rebuildReplace
+	// rebuildInPlace: the table serves traffic (a restart of kproxy, a failed sync):
+	// it is read, and every object is rewritten in place in one transaction while the
+	// base chains, and so their hooks, stay; objects no longer wanted are retired.
+	rebuildInPlace
+)
+
+// chooseRebuild decides how to rebuild a table whose content is unknown, from the
+// rules its services chain holds (countErr: they could not be counted) and whether
+// the last rebuild in place failed.
+func chooseRebuild(serviceRules int, countErr error, inPlaceFailed bool) rebuild {
+	switch {
+	case countErr == nil && serviceRules == 0:
+		return rebuildApart
+	case countErr != nil || inPlaceFailed:
+		return rebuildReplace
+	}
+	return rebuildInPlace
 }
 
 // written says how a sync wrote the kernel, for its log line.
@@ -131,15 +170,23 @@ func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (w
 	// traffic to keep while it is built: its elements, most of a full sync's work for
 	// nft, are then written over netlink after the transaction that creates the
 	// chains and maps. Otherwise a full sync is one atomic nft transaction.
-	apart := false
+	how := rebuildNone
 	if prev == nil {
 		n, err := p.nft.CountRules(ctx, chainServices)
-		apart = err == nil && n == 0
+		how = chooseRebuild(n, err, p.inPlaceFailed)
 	}
+	if how == rebuildInPlace {
+		objs, err := p.nft.ListAll(ctx)
+		if err != nil {
+			return written{}, fmt.Errorf("%s nftables: listing table %s to rebuild it in place: %w", params.Family, TableName, err)
+		}
+		kernel = objs
+	}
+	apart := how == rebuildApart
 	tx := p.nft.NewTransaction()
 	next, ops := build(tx, buildInput{params: &params, snap: snap, full: full, prev: prev, kernel: kernel,
 		ruleCounts: ruleCounts,
-		now:        p.clock.Now(), elementsApart: apart})
+		now:        p.clock.Now(), elementsApart: apart, replaceTable: apart || how == rebuildReplace})
 	via := "nft"
 	var err error
 	switch {
@@ -159,11 +206,13 @@ func (p *Proxier) write(ctx context.Context, snap *model.Snapshot, full bool) (w
 	}
 	if err != nil {
 		p.state = nil
+		p.inPlaceFailed = how == rebuildInPlace
 		logger.V(4).Info("Failed nftables transaction", "family", params.Family, "via", via, "transaction", tx.String())
 		return written{}, fmt.Errorf("%s nftables: transaction of %d operations (full=%v, via %s) failed: %w",
 			params.Family, tx.NumOperations(), full || prev == nil, via, err)
 	}
 	p.state = next
+	p.inPlaceFailed = false
 	internal, external := next.noLocalEndpoints()
 	p.metrics.NoLocalEndpointsTotal.WithLabelValues("internal", params.Family.String()).Set(float64(internal))
 	p.metrics.NoLocalEndpointsTotal.WithLabelValues("external", params.Family.String()).Set(float64(external))

@@ -182,7 +182,7 @@ func portObjectsFor(p *Params, sp *model.ServicePort, eps []*model.Endpoint, nod
 
 // endpointSlots is the range "numgen random mod" draws from to pick an endpoint; each
 // endpoint owns an interval of it in the dispatch chain's endpoint map. Drawing from a
-// constant range keeps the chain's one rule the same whatever the endpoints are, so an
+// constant range keeps the chain's rules the same whatever the endpoints are, so an
 // endpoint change is a few map element updates and never rewrites a chain (upstream
 // writes the endpoints into the rule, and rewrites the chain). The split is fair to
 // within 1/65536.
@@ -208,6 +208,13 @@ func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string
 		return c, nil
 	}
 	c.add("", "meta l4proto", proto, "dnat", ip, "addr . port to numgen random mod", itoa(endpointSlots), "map", "@"+name)
+	// The map covers the whole range, but a map created in a transaction (every map
+	// when a restarted kproxy rebuilds the table) is looked up empty between the
+	// kernel's generation flip and the set's commit: the packet would go on un-DNATed
+	// and cluster-ips-check would reject it (1 connection in ~2,000 across a restart
+	// in test/e2e's TestFaultSIGKILLMidSync). Dropped instead, the SYN is resent 1 s
+	// later and meets the committed map.
+	c.add(mapMissComment, "drop")
 	if len(eps) > endpointSlots {
 		eps = eps[:endpointSlots]
 	}
@@ -219,6 +226,10 @@ func endpointDispatch(p *Params, sp *model.ServicePort, affine bool, name string
 	}
 	return c, slots
 }
+
+// mapMissComment marks a dispatch chain's fallback rule, reached only when its
+// endpoint map has no element for the drawn value.
+const mapMissComment = "endpoint map miss"
 
 // endpointMap is the declaration of a dispatch chain's endpoint map: numgen's value to
 // the endpoint's address and port. "th dport" (any transport header) names the port's

@@ -334,8 +334,19 @@ func readFile(path string) string {
 // WriteKubeconfig writes a kubeconfig for the bearer token to path, naming the API
 // server by URL.
 func (s *Server) WriteKubeconfig(path, token string) error {
+	return WriteKubeconfig(path, s.URL, s.creds.caPEM, token)
+}
+
+// CAPEM is the CA that signed the API server's serving certificate, for a client
+// (or a proxy in front of the server) that must verify it.
+func (s *Server) CAPEM() []byte { return s.creds.caPEM }
+
+// WriteKubeconfig writes a kubeconfig for the bearer token to path that names the
+// server at url, whose certificate caPEM signed: the test API server, or a proxy in
+// front of it.
+func WriteKubeconfig(path, url string, caPEM []byte, token string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: s.URL, CertificateAuthorityData: s.creds.caPEM}
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: url, CertificateAuthorityData: caPEM}
 	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "user"}
 	cfg.CurrentContext = "test"

@@ -26,42 +26,16 @@ type apiEnv struct {
 	pod        *nsProber // in pod-a1
 	ext        *nsProber // in ext
 	node       *nsProber // in node1, for kproxy's health endpoints
+	// mode is kproxy's --proxy-mode; "" is iptables.
+	mode string
 }
 
 // TestAPI runs kproxy against a real kube-apiserver and etcd. Objects are written
 // with client-go; real packets prove what kproxy made of them.
 func TestAPI(t *testing.T) {
 	requireKproxy(t)
-	bin := apiServerBinaries(t)
-	c := newCluster(t)
-	a := &apiEnv{c: c}
-	removeLink, err := c.LinkRootToNode(cluster.KproxyNode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(removeLink)
-
-	a.srv, err = apiserver.Start(apiserver.Options{BinDir: bin, Address: cluster.APIHostIP, Log: t})
-	if err != nil {
-		t.Fatalf("start kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kube-apiserver log tail:\n%s", a.srv.APIServerLog(30))
-			a.srv.CloseKeepLogs()
-			return
-		}
-		a.srv.Close()
-	})
-	a.client = a.srv.Client
-
-	for name, p := range map[string]**nsProber{"pod-a1": &a.pod, "ext": &a.ext, cluster.KproxyNode: &a.node} {
-		if *p, err = newNSProber(c.NS(name)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup((*p).Close)
-	}
-
+	a := newAPIEnv(t, apiServerBinaries(t))
+	c := a.c
 	t.Run("DeployManifests", a.testDeployManifests)
 	if t.Failed() {
 		return
@@ -99,6 +73,42 @@ func TestAPI(t *testing.T) {
 	}
 }
 
+// newAPIEnv builds a namespace cluster linked to the root namespace, starts etcd and
+// kube-apiserver (binaries in bin) on the link's root end, and opens the probers;
+// all of it goes when t ends. kproxy is not started.
+func newAPIEnv(t *testing.T, bin string) *apiEnv {
+	t.Helper()
+	c := newCluster(t)
+	a := &apiEnv{c: c}
+	removeLink, err := c.LinkRootToNode(cluster.KproxyNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(removeLink)
+
+	a.srv, err = apiserver.Start(apiserver.Options{BinDir: bin, Address: cluster.APIHostIP, Log: t})
+	if err != nil {
+		t.Fatalf("start kube-apiserver: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kube-apiserver log tail:\n%s", a.srv.APIServerLog(30))
+			a.srv.CloseKeepLogs()
+			return
+		}
+		a.srv.Close()
+	})
+	a.client = a.srv.Client
+
+	for name, p := range map[string]**nsProber{"pod-a1": &a.pod, "ext": &a.ext, cluster.KproxyNode: &a.node} {
+		if *p, err = newNSProber(c.NS(name)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup((*p).Close)
+	}
+	return a
+}
+
 // testDeployManifests creates deploy/ through the API server, checks what the
 // ServiceAccount may do, and gives kproxy a kubeconfig with that account's token.
 func (a *apiEnv) testDeployManifests(t *testing.T) {
@@ -133,12 +143,20 @@ func (a *apiEnv) proxyFlags() []string {
 		"--kubeconfig", a.kubeconfig,
 		"--hostname-override", cluster.KproxyNode,
 		"--cluster-cidr", cluster.ClusterCIDR,
-		"--proxy-mode", "iptables",
+		"--proxy-mode", a.proxyMode(),
 		"--iptables-min-sync-period", "100ms",
 		"--healthz-bind-address", "127.0.0.1:10256",
 		"--metrics-bind-address", "127.0.0.1:10249",
 		"-v", "2",
 	}
+}
+
+// proxyMode is the --proxy-mode kproxy runs in.
+func (a *apiEnv) proxyMode() string {
+	if a.mode == "" {
+		return "iptables"
+	}
+	return a.mode
 }
 
 func (a *apiEnv) startProxy(t *testing.T) {
