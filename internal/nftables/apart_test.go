@@ -2,14 +2,10 @@ package nftables
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
-
-	"github.com/kproxy/kproxy/internal/model"
 )
 
 // batchKernel is the fake kernel, recording the element batches written to it.
@@ -32,13 +28,8 @@ func TestFirstSyncWritesElementsInBatchesEndpointMapsFirst(t *testing.T) {
 	fake := knftables.NewFake(knftables.IPv4Family, TableName)
 	k := &batchKernel{fakeKernel: fakeKernel{fake}}
 	p := NewProxier(referenceParams(), k, clock.RealClock{}, newMetrics())
-	w := newWorld()
 	const services = 3000 // 3000 x (cluster-ips, service-ips, 2 endpoint slots) > apartChunk
-	for i := range services {
-		sp := &model.ServicePort{Name: spn("ns", fmt.Sprintf("svc-%05d", i), "http"),
-			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP}
-		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
-	}
+	w := twoEndpointServices(services, "ns", "svc-", false)
 	wr, err := p.write(t.Context(), w.snapshot(), true)
 	if err != nil {
 		t.Fatalf("first sync: %v", err)

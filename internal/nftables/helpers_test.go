@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
@@ -206,4 +207,20 @@ func newMetrics() *metrics.Metrics {
 		panic(err)
 	}
 	return m
+}
+
+// twoEndpointServices is a world of n TCP Services on port 80 in namespace ns, each with
+// two endpoints on node2 (and NodePort 30000+i when nodePorts): enough objects that a
+// first sync spans several netlink batches.
+func twoEndpointServices(n int, ns, namePrefix string, nodePorts bool) *world {
+	w := newWorld()
+	for i := range n {
+		sp := &model.ServicePort{Name: spn(ns, fmt.Sprintf("%s%05d", namePrefix, i), "http"),
+			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP}
+		if nodePorts {
+			sp.NodePort = int32(30000 + i)
+		}
+		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
+	}
+	return w
 }

@@ -355,13 +355,7 @@ func TestFirstSyncOfManyServicesOverNetlink(t *testing.T) {
 		t.Fatalf("knftables: %v", err)
 	}
 	p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
-	w := newWorld()
-	const services = 3000 // 15,000 element operations
-	for i := 0; i < services; i++ {
-		sp := &model.ServicePort{Name: spn("a-namespace-of-some-length", fmt.Sprintf("a-service-name-%05d", i), "http"),
-			ClusterIPs: addrs(fmt.Sprintf("172.30.%d.%d", i/250, i%250+1)), Port: 80, Protocol: v1.ProtocolTCP, NodePort: int32(30000 + i)}
-		w.set(sp, ep(fmt.Sprintf("10.181.%d.%d", i/250, i%250+1), 8080, "node2"), ep(fmt.Sprintf("10.182.%d.%d", i/250, i%250+1), 8080, "node2"))
-	}
+	w := twoEndpointServices(3000, "a-namespace-of-some-length", "a-service-name-", true) // 15,000 element operations
 	wr, err := p.write(t.Context(), w.snapshot(), true)
 	if err != nil {
 		t.Fatalf("first sync: %v", err)
@@ -424,18 +418,7 @@ func TestRuleCountsOverNetlink(t *testing.T) {
 func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
 	enterTestNetns(t)
 	w := referenceWorld()
-	sync := func(what string) *Proxier {
-		t.Helper()
-		nft, err := New(model.IPv4)
-		if err != nil {
-			t.Fatalf("knftables: %v", err)
-		}
-		p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
-		if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return p
-	}
+	sync := func(what string) *Proxier { return startAndSync(t, w, what) }
 	sync("first start")
 	before := listTable(t, "ip")
 	p := sync("restart")
@@ -455,18 +438,7 @@ func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
 func TestStartOnUpstreamTable(t *testing.T) {
 	enterTestNetns(t)
 	w := referenceWorld()
-	syncWorld := func(what string) *Proxier {
-		t.Helper()
-		nft, err := New(model.IPv4)
-		if err != nil {
-			t.Fatalf("knftables: %v", err)
-		}
-		p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
-		if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return p
-	}
+	syncWorld := func(what string) *Proxier { return startAndSync(t, w, what) }
 	syncWorld("clean start")
 	clean := listTable(t, "ip")
 	run(t, "nft", "delete", "table", "ip", TableName)
@@ -489,4 +461,19 @@ func TestStartOnUpstreamTable(t *testing.T) {
 		return out
 	}
 	sameLines(t, "table after taking over upstream's vs after a clean start", tableLines(listTable(t, "ip")), tableLines(clean))
+}
+
+// startAndSync is a starting kproxy: a new Proxier on the kernel's table, and its first
+// (full) sync of w.
+func startAndSync(t *testing.T, w *world, what string) *Proxier {
+	t.Helper()
+	nft, err := New(model.IPv4)
+	if err != nil {
+		t.Fatalf("knftables: %v", err)
+	}
+	p := NewProxier(referenceParams(), nft, clock.RealClock{}, newMetrics())
+	if err := p.Sync(t.Context(), w.snapshot(), true); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return p
 }

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,17 +27,7 @@ func (c *chain) add(comment string, parts ...string) {
 	c.rules = append(c.rules, rule{text: strings.Join(parts, " "), comment: comment})
 }
 
-func sameRules(a, b []rule) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func sameRules(a, b []rule) bool { return slices.Equal(a, b) }
 
 // element is one element of a set (value empty) or map.
 type element struct {

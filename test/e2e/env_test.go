@@ -279,3 +279,11 @@ func sum(m map[string]int) int {
 }
 
 var allPods = []string{"pod-a1", "pod-a2", "pod-b1", "pod-b2"}
+
+// nodesYAML is the manifest of the cluster's two Nodes with their pod CIDRs.
+func nodesYAML() string {
+	return cluster.Documents(
+		cluster.NodeYAML("node1", cluster.Node1IP, "10.244.1.0/24"),
+		cluster.NodeYAML("node2", cluster.Node2IP, "10.244.2.0/24"),
+	)
+}

@@ -51,11 +51,7 @@ func newFaultEnv(t *testing.T, mode string, prepare func(c *cluster.Cluster), fl
 	t.Helper()
 	c := newCluster(t)
 	e := &env{c: c, mode: mode}
-	nodes := cluster.Documents(
-		cluster.NodeYAML("node1", cluster.Node1IP, "10.244.1.0/24"),
-		cluster.NodeYAML("node2", cluster.Node2IP, "10.244.2.0/24"),
-	)
-	if err := c.WriteManifest("nodes", nodes); err != nil {
+	if err := c.WriteManifest("nodes", nodesYAML()); err != nil {
 		t.Fatal(err)
 	}
 	if prepare != nil {
@@ -568,16 +564,9 @@ func testConntrackTableFull(t *testing.T, mode string) {
 	if err != nil {
 		t.Errorf("stale UDP flows not deleted while the table was full: %v", err)
 	}
-	// ... and says so: the log line (the watch checks every 10 s) and the gauges.
-	err = e.c.WaitFor(func() error {
-		if !strings.Contains(e.proxy.Logs(), "The conntrack table is full or nearly") {
-			return fmt.Errorf("no log line about the full table yet")
-		}
-		return nil
-	}, scaled(15*time.Second))
-	if err != nil {
-		t.Errorf("%v:\n%s", err, tail(e.proxy.Logs(), 20))
-	}
+	// ... and says so: the log line and the gauges.
+	// The watch checks every 10 s.
+	e.waitLogLine(t, "The conntrack table is full or nearly", scaled(15*time.Second))
 	m := scrapeMetrics(t, e.c)
 	if got := m["kproxy_conntrack_max"]; got != float64(limit) {
 		t.Errorf("kproxy_conntrack_max = %v, want %d", got, limit)
@@ -606,15 +595,7 @@ func testConntrackTableFull(t *testing.T, mode string) {
 	took := e.waitAnswer(t, "pod-a1", "tcp", hostPort(whileFull.ClusterIP, 80), 5*time.Second)
 	t.Logf("with the limit restored, the Service written while the table was full answered after %v", took.Round(time.Millisecond))
 	requireAll(t, "the UDP Service after the table drained", e.c.Request("pod-a1", "udp", dnsTarget, 5))
-	err = e.c.WaitFor(func() error {
-		if !strings.Contains(e.proxy.Logs(), "The conntrack table has room again") {
-			return fmt.Errorf("no log line about the table having room again")
-		}
-		return nil
-	}, scaled(15*time.Second))
-	if err != nil {
-		t.Errorf("%v", err)
-	}
+	e.waitLogLine(t, "The conntrack table has room again", scaled(15*time.Second))
 	e.requireRunning(t)
 	faultReport(t, "conntrack-table-full", mode, loop, took, true)
 }
@@ -686,4 +667,18 @@ func processCPU(t *testing.T, pid int) time.Duration {
 		t.Fatalf("/proc/%d/stat: %v", pid, err)
 	}
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// waitLogLine fails t unless kproxy's log holds text within timeout.
+func (e *env) waitLogLine(t *testing.T, text string, timeout time.Duration) {
+	t.Helper()
+	err := e.c.WaitFor(func() error {
+		if !strings.Contains(e.proxy.Logs(), text) {
+			return fmt.Errorf("no log line with %q", text)
+		}
+		return nil
+	}, timeout)
+	if err != nil {
+		t.Errorf("%v; log:\n%s", err, tail(e.proxy.Logs(), 20))
+	}
 }

@@ -80,13 +80,6 @@ func newFaultCase(t *testing.T, c *cluster.Cluster, mode, name string) *faultCas
 	return f
 }
 
-func nodesYAML() string {
-	return cluster.Documents(
-		cluster.NodeYAML("node1", cluster.Node1IP, "10.244.1.0/24"),
-		cluster.NodeYAML("node2", cluster.Node2IP, "10.244.2.0/24"),
-	)
-}
-
 // withSlice is a Service and its EndpointSlice as one file.
 func withSlice(svc cluster.Service, pods ...string) string {
 	return cluster.Documents(svc.YAML(), slice(svc, pods...).YAML())

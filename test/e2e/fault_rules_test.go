@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -172,17 +173,7 @@ func (a ruleset) missingFrom(b ruleset, limit int) []string {
 }
 
 // equal reports whether a and b hold the same lines the same number of times.
-func (a ruleset) equal(b ruleset) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func (a ruleset) equal(b ruleset) bool { return slices.Equal(a, b) }
 
 // describeDiff is a failure message body: the sizes and the first differences.
 func describeDiff(nameA string, a ruleset, nameB string, b ruleset) string {

@@ -226,11 +226,7 @@ func (e *env) convergeTo(t *testing.T, want ruleset, r bulkRange) (exact, servin
 func runSIGKILLMidSync(t *testing.T, mode string) {
 	c := newCluster(t)
 	e := &env{c: c, mode: mode}
-	nodes := cluster.Documents(
-		cluster.NodeYAML("node1", cluster.Node1IP, "10.244.1.0/24"),
-		cluster.NodeYAML("node2", cluster.Node2IP, "10.244.2.0/24"),
-	)
-	if err := c.WriteManifest("nodes", nodes); err != nil {
+	if err := c.WriteManifest("nodes", nodesYAML()); err != nil {
 		t.Fatal(err)
 	}
 	steady := cluster.Service{Namespace: ns, Name: "steady", ClusterIP: "10.96.0.10", Ports: []cluster.ServicePort{httpPort}}
