@@ -413,15 +413,13 @@ func TestRuleCountsOverNetlink(t *testing.T) {
 // TestRestartRebuildsInPlaceWithNft: a new Proxier (a restarted kproxy) on a table
 // that serves traffic rebuilds it in place through the real nft, which cannot add a
 // rule looking up a typeof map the kernel already holds: the endpoint maps are
-// recreated in the transaction. The table ends as the previous process left it, and
-// the Service keeps answering.
+// recreated in the transaction. The table ends as the previous process left it.
 func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
 	enterTestNetns(t)
 	w := referenceWorld()
-	sync := func(what string) *Proxier { return startAndSync(t, w, what) }
-	sync("first start")
+	startAndSync(t, w, "first start")
 	before := listTable(t, "ip")
-	p := sync("restart")
+	p := startAndSync(t, w, "restart")
 	if p.inPlaceFailed {
 		t.Error("the rebuild in place failed")
 	}
@@ -438,12 +436,11 @@ func TestRestartRebuildsInPlaceWithNft(t *testing.T) {
 func TestStartOnUpstreamTable(t *testing.T) {
 	enterTestNetns(t)
 	w := referenceWorld()
-	syncWorld := func(what string) *Proxier { return startAndSync(t, w, what) }
-	syncWorld("clean start")
+	startAndSync(t, w, "clean start")
 	clean := listTable(t, "ip")
 	run(t, "nft", "delete", "table", "ip", TableName)
 	run(t, "nft", "-f", "../trace/testdata/nft-reference.nft")
-	p := syncWorld("start on upstream's table")
+	p := startAndSync(t, w, "start on upstream's table")
 	if p.inPlaceFailed {
 		t.Error("taking over upstream's table in place failed")
 	}
